@@ -1,0 +1,5 @@
+"""`python -m sparc_cloud` entry point."""
+
+from sparc_cloud.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""Running one agent: render its prompt, reuse an identical earlier result, or call its backend, and
+turn the outcome (success or a typed error) into an AgentRecord. Errors never escape as exceptions,
+except Cancelled (the run is stopping)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparc_cloud.bundle import AgentRecord, Usage, utc_now
+from sparc_cloud.clients.codex import CodexClient, TaskDetails
+from sparc_cloud.clients.gemini import GeminiClient
+from sparc_cloud.errors import Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
+from sparc_cloud.events import Event, EventBus
+from sparc_cloud.http.clock import Clock
+from sparc_cloud.http.retry import RetryNotice
+from sparc_cloud.phases import AgentSpec, Output, Plan, inputs_hash, render_prompt
+from sparc_cloud.redact import SecretRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backends:
+    """Lazily built clients (a run that needs no Codex never reads Codex credentials)."""
+
+    gemini: Callable[[], GeminiClient] | None = None
+    codex: Callable[[], CodexClient] | None = None
+    codex_environment_id: str | None = None
+    codex_branch: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def gemini_client(self) -> GeminiClient:
+        """The Gemini client (built on first use)."""
+        if "gemini" not in self._cache:
+            assert self.gemini is not None, "no Gemini backend configured"
+            self._cache["gemini"] = self.gemini()
+        client: GeminiClient = self._cache["gemini"]
+        return client
+
+    def codex_client(self) -> CodexClient:
+        """The Codex client (built on first use)."""
+        if "codex" not in self._cache:
+            assert self.codex is not None, "no Codex backend configured"
+            self._cache["codex"] = self.codex()
+        client: CodexClient = self._cache["codex"]
+        return client
+
+
+class AgentExecutor:
+    """`execute(agent, deps)` for the Runner."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        backends: Backends,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        secrets: SecretRegistry,
+        reuse: Mapping[str, AgentRecord],
+        agent_timeout_s: float,
+    ) -> None:
+        self.plan = plan
+        self.backends = backends
+        self.bus = bus
+        self.clock = clock
+        self.secrets = secrets
+        self.reuse = reuse
+        self.agent_timeout_s = agent_timeout_s
+
+    def __call__(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> AgentRecord:
+        outputs = {aid: Output(r.output_text, r.diff) for aid, r in deps.items()}
+        system, prompt = render_prompt(self.plan, agent, outputs)
+        extra = f"{self.backends.codex_environment_id}|{self.backends.codex_branch}" if agent.backend == "codex" else ""
+        digest = inputs_hash(agent, system, prompt, extra)
+        earlier = self.reuse.get(agent.id)
+        if earlier is not None and earlier.status == "completed" and earlier.inputs_hash == digest:
+            self.bus.emit(Event("agent_reused", agent.id, agent.phase, "same inputs as the earlier run"))
+            return earlier.model_copy(update={"reused": True})
+        record = AgentRecord(id=agent.id, phase=agent.phase, title=agent.title, backend=agent.backend,
+                             model=agent.model, depends_on=list(agent.depends_on), status="failed",
+                             inputs_hash=digest, started_at=utc_now())
+        self.bus.emit(Event("agent_started", agent.id, agent.phase, f"{agent.backend} {agent.model}",
+                            {"model": agent.model, "backend": agent.backend}))
+        started = self.clock.now()
+        throttle = {"rate_limited": 0, "throttled_s": 0.0, "retries": 0}
+
+        def on_retry(notice: RetryNotice) -> None:
+            throttle["retries"] += 1
+            if notice.rate_limited:
+                throttle["rate_limited"] += 1
+                throttle["throttled_s"] += notice.wait_s
+            kind = "agent_rate_limited" if notice.rate_limited else "agent_retrying"
+            status = f"HTTP {notice.status}" if notice.status else "network error"
+            self.bus.emit(Event(kind, agent.id, agent.phase,
+                                f"{notice.endpoint}: {status}, retry {notice.attempt} in {notice.wait_s:.1f} s",
+                                {"endpoint": notice.endpoint, "status": notice.status, "wait_s": notice.wait_s,
+                                 "attempt": notice.attempt}))
+
+        try:
+            if agent.backend == "gemini":
+                self._run_gemini(agent, system, prompt, record, on_retry)
+            else:
+                self._run_codex(agent, system, prompt, record, on_retry)
+            record.status = "completed"
+        except Cancelled:
+            raise
+        except SparcError as exc:
+            record.error = self.secrets.redact(str(exc))
+            if isinstance(exc, RetriesExhausted):
+                record.attempts = exc.attempts
+            if isinstance(exc, TaskFailed | TaskTimeout):
+                record.task_id = exc.task_id
+        except Exception as exc:  # noqa: BLE001 - any bug becomes a failed agent, logged with its traceback
+            log.exception("agent %s hit an internal error", agent.id)
+            record.error = self.secrets.redact(f"internal error: {type(exc).__name__}: {exc}")
+        record.latency_s = round(self.clock.now() - started, 3)
+        record.finished_at = utc_now()
+        record.rate_limited = int(throttle["rate_limited"])
+        record.throttled_s = round(float(throttle["throttled_s"]), 3)
+        if record.status == "completed":
+            self.bus.emit(Event("agent_finished", agent.id, agent.phase,
+                                f"{record.usage.total_tokens} tokens in {record.latency_s:.1f} s",
+                                {"tokens": record.usage.total_tokens, "latency_s": record.latency_s}))
+        else:
+            self.bus.emit(Event("agent_failed", agent.id, agent.phase, record.error or "failed"))
+        return record
+
+    def _run_gemini(self, agent: AgentSpec, system: str, prompt: str, record: AgentRecord,
+                    on_retry: Callable[[RetryNotice], None]) -> None:
+        client = self.backends.gemini_client()
+        result = client.generate(prompt, model=agent.model, system=system,
+                                 generation_config=self.plan.project.gemini.generation_config, on_retry=on_retry)
+        record.output_text = result.text
+        record.usage = Usage(prompt_tokens=result.usage.prompt_tokens, output_tokens=result.usage.output_tokens,
+                             total_tokens=result.usage.total_tokens)
+        record.attempts = result.attempts
+        record.request_id = result.request_id
+        record.fallback_from = result.fallback_from
+        if result.fallback_from:
+            record.model = result.model
+
+    def _run_codex(self, agent: AgentSpec, system: str, prompt: str, record: AgentRecord,
+                   on_retry: Callable[[RetryNotice], None]) -> None:
+        client = self.backends.codex_client()
+        env_id = self.backends.codex_environment_id
+        assert env_id, "the Codex environment is resolved before the run starts"
+        task_id = client.create_task(f"{system}\n\n{prompt}", environment_id=env_id,
+                                     branch=self.backends.codex_branch, on_retry=on_retry)
+        record.task_id = task_id
+
+        def on_poll(details: TaskDetails) -> None:
+            self.bus.emit(Event("agent_polled", agent.id, agent.phase, details.status.value,
+                                {"task_id": task_id, "status": details.status.value}))
+
+        details, polls = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll, on_retry=on_retry)
+        record.output_text = details.text
+        record.diff = details.diff
+        record.worklog = details.worklog
+        record.polls = polls
+        record.attempts = 1
+        tokens_in, tokens_out = len(prompt) // 4, len(details.text + (details.diff or "")) // 4
+        # Codex Cloud reports no token usage; these are estimates (4 characters per token), marked as such.
+        record.usage = Usage(prompt_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
+        record.usage_estimated = True

@@ -1,0 +1,174 @@
+"""The run record: AgentRecord / PhaseRecord / Bundle models, totals, and loading with clear errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sparc_cloud.errors import BundleError
+from sparc_cloud.phases import PHASES
+
+SCHEMA_VERSION = 1
+TOOL = "sparc-cloud"
+AgentStatus = Literal["completed", "failed", "skipped"]
+PhaseStatus = Literal["completed", "failed", "partial", "pending"]
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Usage(BaseModel):
+    """Tokens of one agent."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AgentRecord(BaseModel):
+    """Everything about one finished (or failed, or skipped) agent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    phase: int
+    title: str = ""
+    backend: str
+    model: str
+    depends_on: list[str] = Field(default_factory=list)
+    status: AgentStatus
+    output_text: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    usage_estimated: bool = False
+    latency_s: float = 0.0
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    inputs_hash: str | None = None
+    request_id: str | None = None
+    fallback_from: str | None = None
+    rate_limited: int = 0
+    throttled_s: float = 0.0
+    reused: bool = False
+    task_id: str | None = None
+    diff: str | None = None
+    worklog: list[str] | None = None
+    polls: int | None = None
+
+
+class PhaseRecord(BaseModel):
+    """One phase and its agents."""
+
+    number: int
+    name: str
+    status: PhaseStatus = "pending"
+    stale: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    agents: list[AgentRecord] = Field(default_factory=list)
+
+
+class Session(BaseModel):
+    """One invocation that added to the run (first run, rerun, resume)."""
+
+    started_at: str
+    finished_at: str | None = None
+    mode: str
+    phases: list[int]
+    exit_code: int | None = None
+
+
+class Bundle(BaseModel):
+    """The whole run, as `bundle.json` stores it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    tool: str = TOOL
+    project: str
+    project_source: str = ""
+    run_id: str
+    started_at: str
+    finished_at: str | None = None
+    backend: str
+    phases: list[PhaseRecord] = Field(default_factory=list)
+    totals: dict[str, Any] = Field(default_factory=dict)
+    sessions: list[Session] = Field(default_factory=list)
+
+    def records(self) -> dict[str, AgentRecord]:
+        """Every agent record by id."""
+        return {a.id: a for p in self.phases for a in p.agents}
+
+    def phase(self, number: int) -> PhaseRecord | None:
+        """The record of one phase, if the bundle has it."""
+        return next((p for p in self.phases if p.number == number), None)
+
+
+def phase_status(agents: list[AgentRecord], expected: int) -> PhaseStatus:
+    """completed when every expected agent completed; failed when any failed or was skipped."""
+    if not agents:
+        return "pending"
+    if any(a.status != "completed" for a in agents):
+        return "failed"
+    return "completed" if len(agents) >= expected else "partial"
+
+
+def compute_totals(bundle: Bundle, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Tokens, agents by status, wall time."""
+    records = list(bundle.records().values())
+    by_status = {s: sum(1 for r in records if r.status == s) for s in ("completed", "failed", "skipped")}
+    totals: dict[str, Any] = {
+        "tokens": {
+            "prompt_tokens": sum(r.usage.prompt_tokens for r in records),
+            "output_tokens": sum(r.usage.output_tokens for r in records),
+            "total_tokens": sum(r.usage.total_tokens for r in records),
+        },
+        "agents": {"total": len(records), **by_status},
+        "agent_time_s": round(sum(r.latency_s for r in records), 3),
+    }
+    if wall_time_s is not None:
+        totals["wall_time_s"] = round(wall_time_s, 3)
+    return totals
+
+
+def new_phase(number: int) -> PhaseRecord:
+    """An empty record for phase `number`."""
+    return PhaseRecord(number=number, name=PHASES[number][1])
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and validate `bundle.json`; every problem is a BundleError that leaves the file alone."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"No bundle at {path}: run all phases first (`sparc-cloud run --project ...`).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"The bundle {path} cannot be read ({exc}).") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BundleError(
+            f"The bundle {path} is not valid JSON ({exc}); it may have been edited or cut short. The file was left "
+            "as it is: restore it, or run all phases again into a new --output folder."
+        ) from None
+    if not isinstance(data, dict) or data.get("tool", TOOL) != TOOL or "run_id" not in data:
+        raise BundleError(f"{path} is not a sparc-cloud bundle. Point --output at a sparc-cloud run folder.")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise BundleError(
+            f"The bundle {path} has schema version {version!r}, newer than this sparc-cloud understands "
+            f"({SCHEMA_VERSION}). Upgrade sparc-cloud (pip install -U sparc-cloud); the file was left as it is."
+        )
+    try:
+        return Bundle.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"The bundle {path} is damaged at {where}: {first['msg']}. The file was left as it is.") from None

@@ -1,0 +1,1 @@
+"""HTTP clients of the two clouds. They know nothing about SPARC phases."""

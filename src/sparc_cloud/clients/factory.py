@@ -1,0 +1,89 @@
+"""Build the two clients from settings: the one place that knows how settings map to clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth
+from sparc_cloud.clients.codex import CodexClient, PollPolicy
+from sparc_cloud.clients.gemini import DEFAULT_FALLBACK, GeminiClient, GeminiConfig
+from sparc_cloud.http.clock import Clock
+from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
+from sparc_cloud.http.retry import RetryPolicy
+from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.settings import Settings
+
+
+@dataclass
+class ClientContext:
+    """What both clients share in one run."""
+
+    settings: Settings
+    clock: Clock
+    secrets: SecretRegistry
+    time_scale: float = 1.0
+    limits: dict[Key, RateLimit] | None = None
+    pool_size: int = 16
+    session: requests.Session = field(default_factory=requests.Session)
+    limiters: RateLimiters | None = None
+
+    def __post_init__(self) -> None:
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, self.pool_size))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if self.limiters is None:
+            self.limiters = RateLimiters(self.clock, self.limits, time_scale=self.time_scale)
+
+    def policy(self) -> RetryPolicy:
+        """The shared retry policy from settings."""
+        s = self.settings
+        return RetryPolicy(max_attempts=s.retry_max_attempts, deadline_s=s.retry_deadline_s,
+                           initial_s=s.retry_initial_s, max_wait_s=s.retry_max_wait_s, time_scale=self.time_scale)
+
+
+def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -> GeminiClient:
+    """A Gemini client: API-key mode when a key is configured, else Code Assist with the OAuth file."""
+    s = ctx.settings
+    assert ctx.limiters is not None
+    api_key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
+    use_fallback = fallback if fallback is not None else (DEFAULT_FALLBACK if s.gemini_fallback else None)
+    config = GeminiConfig(
+        mode="api-key" if api_key else "code-assist",
+        base_url=s.gemini_base_url,
+        api_base_url=s.gemini_api_base_url,
+        project=s.google_cloud_project,
+        timeout_s=s.http_timeout_s,
+        fallback=use_fallback,
+    )
+    oauth = None
+    if not api_key:
+        secret = s.gemini_oauth_client_secret.get_secret_value() if s.gemini_oauth_client_secret else None
+        ctx.secrets.add(secret)
+        oauth = GeminiOAuth(
+            s.gemini_creds_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session,
+            client_id=s.gemini_oauth_client_id, client_secret=secret, token_url=s.gemini_oauth_token_url,
+            refresh_command=s.gemini_refresh_command or None, time_scale=ctx.time_scale,
+            timeout_s=s.http_timeout_s,
+        )
+    return GeminiClient(config, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(), clock=ctx.clock,
+                        secrets=ctx.secrets, oauth=oauth, api_key=api_key)
+
+
+def make_codex(ctx: ClientContext) -> CodexClient:
+    """A Codex client with the auth.json credentials."""
+    s = ctx.settings
+    assert ctx.limiters is not None
+    auth = CodexAuth(
+        s.codex_auth_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session, refresh=s.codex_refresh,
+        refresh_url=s.codex_refresh_url, client_id=s.codex_oauth_client_id, timeout_s=s.http_timeout_s,
+    )
+    poll_limit = RateLimit(per_minute=s.codex_polls_per_minute, burst=5)
+    ctx.limiters.limits.setdefault(("codex", "poll", "*"), poll_limit)
+    return CodexClient(
+        base_url=s.codex_base_url, auth=auth, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(),
+        clock=ctx.clock, secrets=ctx.secrets, path_style=s.codex_path_style,
+        poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s,
+    )

@@ -1,0 +1,127 @@
+"""Typed errors. Each carries a message a user can act on and the exit code the CLI maps it to."""
+
+from __future__ import annotations
+
+
+class SparcError(Exception):
+    """Base of every error sparc-cloud raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SparcError):
+    """Bad project file, flag, setting or run folder: nothing was called."""
+
+    exit_code = 2
+
+
+class AuthError(SparcError):
+    """Credentials missing, unreadable, expired beyond refresh, or rejected."""
+
+    exit_code = 2
+
+
+class ApiError(SparcError):
+    """An HTTP error the server meant (400/403/404...), never retried."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class ModelNotFound(ApiError):
+    """The server does not know the model (404)."""
+
+
+class ValidationRequired(ApiError):
+    """Code Assist wants the user to verify the account at a URL first."""
+
+    def __init__(self, message: str, *, url: str | None, endpoint: str = "") -> None:
+        super().__init__(message, status=403, endpoint=endpoint)
+        self.url = url
+
+
+class RetryableError(SparcError):
+    """Base of errors the shared retry policy retries."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, endpoint: str = "", delay: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+        self.delay = delay
+
+
+class RateLimited(RetryableError):
+    """429/499/503 the server says will pass; `delay` is its hint in seconds, if any."""
+
+
+class TransientError(RetryableError):
+    """5xx, timeouts and connection resets."""
+
+
+class MalformedResponse(RetryableError):
+    """A body that is not the JSON the spec describes (truncated, empty, wrong shape)."""
+
+
+class Unauthorized(SparcError):
+    """HTTP 401: the token was rejected. Clients refresh once, then raise AuthError."""
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class TerminalQuota(SparcError):
+    """Quota that will not come back soon (daily, capacity, limit 0, delay > 300 s)."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class TaskFailed(SparcError):
+    """A Codex task ended in failed/cancelled status."""
+
+    def __init__(self, message: str, *, task_id: str, status: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.status = status
+
+
+class TaskTimeout(SparcError):
+    """A Codex task did not finish in time."""
+
+    def __init__(self, message: str, *, task_id: str, last_status: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.last_status = last_status
+
+
+class Cancelled(SparcError):
+    """The run was interrupted (Ctrl-C, deadline); sleeps and waits end early with this."""
+
+    exit_code = 130
+
+
+class BundleError(ConfigError):
+    """A run folder's bundle or journal cannot be used."""
+
+
+class RetriesExhausted(SparcError):
+    """A retryable error outlasted the retry budget (attempts or deadline)."""
+
+    def __init__(self, message: str, *, attempts: int, status: int | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status

@@ -1,0 +1,1 @@
+"""The HTTP layer both clients share: error classification, retry policy, rate limiters, clock."""

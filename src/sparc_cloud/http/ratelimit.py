@@ -1,0 +1,150 @@
+"""Thread-safe rate limiters keyed by (provider, endpoint, model).
+
+Each key is a token bucket (burst `burst`, refilled at `per_minute / 60` per second) implemented as
+GCRA with reservations: a caller that cannot go now reserves the next free slot and sleeps until it,
+so waiters leave in FIFO order, one per slot, with no thundering herd and no polling. `pause(key, s)`
+(a server's 429 hint) empties the bucket until `now + s` for every thread at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sparc_cloud.http.clock import Clock
+
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A requests-per-minute limit with a burst allowance."""
+
+    per_minute: float
+    burst: int = 1
+
+    def interval(self, time_scale: float = 1.0) -> float:
+        """Seconds between two requests at the sustained rate."""
+        return 60.0 / self.per_minute * time_scale
+
+
+# The runbook's measured limits (DESIGN.md): flash ~10 in a burst then ~1/s; pro ~3/min;
+# Codex task creation 10/min; Codex status polls 30/min per account.
+DEFAULT_LIMITS: dict[Key, RateLimit] = {
+    ("gemini", "generate", "gemini-2.5-flash"): RateLimit(per_minute=60, burst=10),
+    ("gemini", "generate", "gemini-2.5-pro"): RateLimit(per_minute=3, burst=3),
+    ("codex", "create", "*"): RateLimit(per_minute=10, burst=10),
+    ("codex", "poll", "*"): RateLimit(per_minute=30, burst=5),
+}
+FALLBACK_LIMIT = RateLimit(per_minute=60, burst=10)
+
+
+@dataclass
+class _Bucket:
+    limit: RateLimit
+    tat: float  # theoretical arrival time of the next request (GCRA)
+    paused_until: float = 0.0
+    waited_s: float = 0.0
+    acquired: int = 0
+
+
+class RateLimiters:
+    """All limiters of one run. Keys not configured fall back to a per-provider default."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        limits: Mapping[Key, RateLimit] | None = None,
+        *,
+        time_scale: float = 1.0,
+        fallback: RateLimit = FALLBACK_LIMIT,
+    ) -> None:
+        self.clock = clock
+        self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
+        self.time_scale = time_scale
+        self.fallback = fallback
+        self._buckets: dict[Key, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def limit_for(self, key: Key) -> RateLimit:
+        """The configured limit for a key (exact, then model wildcard, then the fallback)."""
+        return self.limits.get(key) or self.limits.get((key[0], key[1], "*")) or self.fallback
+
+    def _bucket(self, key: Key) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(limit=self.limit_for(key), tat=self.clock.now())
+            self._buckets[key] = bucket
+        return bucket
+
+    def reserve(self, key: Key) -> float:
+        """Take the next slot for `key`; return how many seconds to wait before using it."""
+        with self._lock:
+            bucket = self._bucket(key)
+            now = self.clock.now()
+            interval = bucket.limit.interval(self.time_scale)
+            tolerance = (bucket.limit.burst - 1) * interval
+            tat = max(bucket.tat, now, bucket.paused_until + tolerance if bucket.paused_until > now else 0.0)
+            allow_at = tat - tolerance
+            bucket.tat = tat + interval
+            bucket.acquired += 1
+            delay = max(0.0, allow_at - now)
+            bucket.waited_s += delay
+            return delay
+
+    def try_acquire(self, key: Key, *, leeway_s: float = 0.0) -> float:
+        """Admit one request now if `key` conforms (returns 0), else return the seconds until it would.
+
+        Nothing is reserved when refused: this is how a server (the simulator) polices a limit."""
+        with self._lock:
+            bucket = self._bucket(key)
+            now = self.clock.now()
+            interval = bucket.limit.interval(self.time_scale)
+            tolerance = (bucket.limit.burst - 1) * interval
+            tat = max(bucket.tat, now)
+            allow_at = tat - tolerance
+            if allow_at > now + leeway_s:
+                return allow_at - now
+            bucket.tat = tat + interval
+            bucket.acquired += 1
+            return 0.0
+
+    def acquire(self, key: Key) -> float:
+        """Block until `key` has a slot (honouring pauses set meanwhile); return seconds waited."""
+        waited = 0.0
+        while True:
+            delay = self.reserve(key)
+            if delay > 0:
+                self.clock.sleep(delay)
+                waited += delay
+            with self._lock:
+                paused = self._bucket(key).paused_until - self.clock.now()
+            if paused <= 0:
+                return waited
+            # A 429 hint arrived while we slept: our slot is void; sleep out the pause and queue again.
+            self.clock.sleep(paused)
+            waited += paused
+
+    def pause(self, key: Key, seconds: float) -> None:
+        """Stop every thread from using `key` for `seconds` (a server's retry hint)."""
+        with self._lock:
+            bucket = self._bucket(key)
+            until = self.clock.now() + seconds
+            if until > bucket.paused_until:
+                bucket.paused_until = until
+                interval = bucket.limit.interval(self.time_scale)
+                bucket.tat = max(bucket.tat, until + (bucket.limit.burst - 1) * interval)
+
+    def paused_for(self, key: Key) -> float:
+        """Seconds `key` stays paused (0 when not paused)."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            return max(0.0, bucket.paused_until - self.clock.now()) if bucket else 0.0
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per key: requests admitted and seconds spent waiting for a slot."""
+        with self._lock:
+            return {
+                "/".join(k): {"acquired": b.acquired, "waited_s": round(b.waited_s, 3)}
+                for k, b in self._buckets.items()
+            }

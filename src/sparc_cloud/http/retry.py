@@ -1,0 +1,129 @@
+"""The one retry policy both clients share (tenacity underneath).
+
+What is retried is decided by the error type (see `classify.py`): `RateLimited`, `TransientError` and
+`MalformedResponse` (the last only `malformed_retries` times). The wait is
+`min(max_wait, max(server hint, backoff))`, where backoff doubles from `initial_s` up to `max_backoff_s`
+with +-30 % jitter; attempts and the total deadline are bounded. Each retry is reported to `on_retry`
+(the UI event) and a rate-limit hint to `on_rate_limited` (which pauses the limiter key for every
+thread)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from sparc_cloud.errors import MalformedResponse, RateLimited, RetryableError, RetriesExhausted
+from sparc_cloud.http.clock import Clock
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds and pacing of retries. `time_scale` shrinks every duration (the simulator uses it)."""
+
+    max_attempts: int = 8
+    deadline_s: float = 900.0
+    initial_s: float = 2.0
+    max_backoff_s: float = 30.0
+    max_wait_s: float = 300.0
+    jitter: float = 0.3
+    malformed_retries: int = 1
+    time_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """One retry about to happen: what failed, how, and how long we wait."""
+
+    endpoint: str
+    attempt: int
+    status: int | None
+    wait_s: float
+    reason: str
+    rate_limited: bool
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    clock: Clock,
+    endpoint: str,
+    on_retry: Callable[[RetryNotice], None] | None = None,
+    on_rate_limited: Callable[[float], None] | None = None,
+    rng: random.Random | None = None,
+) -> tuple[T, int]:
+    """Run `fn` under the policy; return its result and the number of attempts it took."""
+    rand = rng or random.Random()  # noqa: S311 - jitter, not crypto
+    start = clock.now()
+    malformed_seen = [0]
+    scale = policy.time_scale
+
+    def should_retry(exc: BaseException) -> bool:
+        if isinstance(exc, MalformedResponse):
+            malformed_seen[0] += 1
+            return malformed_seen[0] <= policy.malformed_retries
+        return isinstance(exc, RetryableError)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(policy.max_backoff_s, policy.initial_s * 2 ** (state.attempt_number - 1)) * scale
+        backoff *= 1 + rand.uniform(-policy.jitter, policy.jitter)
+        hint = exc.delay if isinstance(exc, RetryableError) and exc.delay is not None else 0.0
+        if hint:
+            hint *= 1 + rand.uniform(0, 0.1)
+        return min(policy.max_wait_s * scale if not hint else max(policy.max_wait_s * scale, hint),
+                   max(hint, backoff))
+
+    def stop(state: RetryCallState) -> bool:
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        return clock.now() - start + (state.upcoming_sleep or 0.0) > policy.deadline_s * scale
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        status = getattr(exc, "status", None)
+        if isinstance(exc, RateLimited) and exc.delay and on_rate_limited:
+            on_rate_limited(exc.delay)
+        if on_retry:
+            on_retry(
+                RetryNotice(
+                    endpoint=endpoint,
+                    attempt=state.attempt_number,
+                    status=status,
+                    wait_s=state.upcoming_sleep or 0.0,
+                    reason=str(exc)[:300] if exc else "",
+                    rate_limited=isinstance(exc, RateLimited),
+                )
+            )
+
+    retrying = Retrying(
+        sleep=clock.sleep,
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception(should_retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        for attempt in retrying:
+            attempts = attempt.retry_state.attempt_number
+            with attempt:
+                result = fn()
+    except RetryableError as exc:
+        elapsed = clock.now() - start
+        what = "rate limited" if isinstance(exc, RateLimited) else "failing"
+        raise RetriesExhausted(
+            f"{endpoint}: still {what} after {attempts} attempt(s) over {elapsed:.1f} s; "
+            f"last error: {exc}. Try again later, or raise SPARC_RETRY_MAX_ATTEMPTS / "
+            f"SPARC_RETRY_DEADLINE_S.",
+            attempts=attempts,
+            status=exc.status,
+        ) from exc
+    return result, attempts

@@ -1,0 +1,334 @@
+"""One `sparc-cloud run`: project -> plan -> run folder -> backends -> Runner -> journal and bundle.
+
+This is where the pieces meet; each piece stays ignorant of the others (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from pydantic import SecretStr
+
+from sparc_cloud.agents import AgentExecutor, Backends
+from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
+from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.errors import AuthError, Cancelled, ConfigError, SparcError
+from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
+from sparc_cloud.http.clock import RealClock
+from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.phases import PHASES, Plan, build_plan, phase_dir
+from sparc_cloud.project import Project, load_project, load_templates
+from sparc_cloud.redact import RedactingFilter, SecretRegistry
+from sparc_cloud.runfolder import RunFolder
+from sparc_cloud.settings import Settings
+from sparc_cloud.sim import SimConfig, Simulator
+
+log = logging.getLogger("sparc_cloud")
+
+
+@dataclass
+class RunOptions:
+    """Everything `sparc-cloud run` was asked to do."""
+
+    project: str
+    settings: Settings
+    backend: str = "live"
+    output: Path | None = None
+    phases: list[int] | None = None
+    resume: bool = False
+    fail_fast: bool = False
+    console: IO[str] | None = None
+    sim_config: SimConfig | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class RunOutcome:
+    """What the CLI reports and how it exits."""
+
+    exit_code: int
+    folder: Path
+    bundle: Bundle | None
+    message: str
+
+
+def default_folder(settings: Settings, project: Project) -> Path:
+    """`./sparc-runs/<project>/` unless SPARC_OUTPUT_DIR says otherwise."""
+    return (settings.output_dir or Path("sparc-runs")) / project.name
+
+
+def project_limits(project: Project) -> dict[Key, RateLimit]:
+    """The project's rate-limit overrides as limiter keys."""
+    out: dict[Key, RateLimit] = {}
+    for name, limit in project.limits.items():
+        rl = RateLimit(per_minute=limit.per_minute, burst=limit.burst)
+        if name.startswith("codex."):
+            out[("codex", name.split(".", 1)[1], "*")] = rl
+        else:
+            out[("gemini", "generate", name)] = rl
+    return out
+
+
+@contextmanager
+def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
+    handler = logging.FileHandler(folder.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger("sparc_cloud")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, AgentRecord], source: str,
+                         project_ref: str) -> None:
+    for agent in plan.agents:
+        if agent.phase not in selected:
+            continue
+        for dep in agent.depends_on:
+            dep_phase = plan.by_id[dep].phase
+            if dep_phase in selected:
+                continue
+            rec = records.get(dep)
+            if rec is None or rec.status != "completed":
+                name = PHASES[dep_phase][0]
+                state = "has no result" if rec is None else f"is {rec.status}"
+                raise ConfigError(
+                    f"Phase {agent.phase} needs phase {dep_phase} ({name}) first: {dep} {state} in {source}. "
+                    f"Run `sparc-cloud run --project {project_ref} --phases {dep_phase}` first (or run "
+                    f"--phases {dep_phase}-{max(selected)})."
+                )
+
+
+class _Sim:
+    """The in-process simulator and the settings that aim the clients at it."""
+
+    def __init__(self, options: RunOptions) -> None:
+        config = options.sim_config or SimConfig(time_scale=options.settings.sim_time_scale,
+                                                 seed=options.settings.sim_seed)
+        self.sim = Simulator(config).start()
+        self.home = tempfile.TemporaryDirectory(prefix="sparc-sim-creds-")
+        paths = self.sim.write_credentials(Path(self.home.name))
+        client_id, client_secret = self.sim.oauth_client()
+        self.settings = options.settings.model_copy(update={
+            "gemini_base_url": self.sim.gemini_base_url, "gemini_api_base_url": self.sim.url,
+            "gemini_oauth_token_url": self.sim.url + "/token", "gemini_creds": paths["gemini"],
+            "gemini_oauth_client_id": client_id, "gemini_oauth_client_secret": SecretStr(client_secret),
+            "gemini_api_key": None, "google_cloud_project": None,
+            "codex_base_url": self.sim.codex_base_url, "codex_auth": paths["codex"], "codex_refresh": True,
+            "codex_refresh_url": self.sim.url + "/oauth/token", "codex_path_style": "auto",
+            "gemini_refresh_command": "",
+        })
+        self.time_scale = config.time_scale
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.home.cleanup()
+
+
+def run(options: RunOptions) -> RunOutcome:
+    """Run (or rerun, or resume) a project. Raises ConfigError/AuthError before any call for bad input."""
+    settings = options.settings
+    project, source = load_project(options.project)
+    templates = load_templates(project)
+    plan = build_plan(project, templates)
+    selected = options.phases or sorted(PHASES)
+    folder = RunFolder(options.output or default_folder(settings, project))
+    folder.prepare()
+    folder.lock()
+    sim: _Sim | None = None
+    secrets = SecretRegistry()
+    try:
+        existing: Bundle | None = None
+        records: dict[str, AgentRecord] = {}
+        if options.phases or options.resume:
+            if folder.bundle_path.exists():
+                existing = folder.load_bundle()
+                if existing.project != project.name:
+                    raise ConfigError(f"{folder.bundle_path} belongs to project {existing.project!r}, not "
+                                      f"{project.name!r}. Use --output to pick that project's folder.")
+                records = existing.records()
+                for rec in folder.read_journal(existing.run_id):
+                    records[rec.id] = rec
+            elif options.resume:
+                raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json. Run without --resume.")
+        _check_prerequisites(plan, selected, records, str(folder.bundle_path), options.project)
+
+        if options.backend == "sim":
+            sim = _Sim(options)
+            settings = sim.settings
+            time_scale = sim.time_scale
+        elif options.backend == "live":
+            time_scale = 1.0
+        else:
+            raise ConfigError(f"--backend {options.backend!r}: use live or sim.")
+
+        clock = RealClock(options.cancel)
+        needed = {a.backend for a in plan.agents if a.phase in selected}
+        ctx = ClientContext(settings=settings, clock=clock, secrets=secrets, time_scale=time_scale,
+                            limits=None, pool_size=settings.concurrency)
+        assert ctx.limiters is not None
+        ctx.limiters.limits.update(project_limits(project))
+        fallback = {"gemini-2.5-pro": "gemini-2.5-flash"} if (project.gemini.fallback or settings.gemini_fallback) \
+            else None
+        backends = Backends()
+        # Credentials are read now, so a missing login stops the run before any call.
+        if "gemini" in needed:
+            gemini = make_gemini(ctx, fallback=fallback)
+            backends.gemini = lambda: gemini
+        if "codex" in needed:
+            codex = make_codex(ctx)
+            backends.codex = lambda: codex
+
+        now = utc_now()
+        if existing is None or not (options.phases or options.resume):
+            run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
+            if folder.bundle_path.exists() or folder.journal_path.exists():
+                old_id = run_id
+                try:
+                    old_id = folder.load_bundle().run_id
+                except SparcError:
+                    old_id = "unreadable-" + run_id
+                moved = folder.archive_previous(old_id)
+                if moved:
+                    log.info("moved the previous run to %s", moved)
+            bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
+                            backend=options.backend)
+            records = {}
+        else:
+            bundle = existing
+            bundle.backend = options.backend
+        mode = "resume" if options.resume else ("rerun" if options.phases else "run")
+        session = Session(started_at=now, mode=mode, phases=selected)
+        bundle.sessions.append(session)
+
+        with _logging_to(folder, secrets):
+            return _execute(options, plan, selected, folder, bundle, records, backends, ctx, secrets, session,
+                            settings)
+    finally:
+        if sim is not None:
+            sim.close()
+        folder.close()
+
+
+def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project, backends: Backends) -> None:
+    wanted = settings.codex_environment or project.codex.environment
+    if options.backend == "sim" and not wanted:
+        wanted = "memory-extension"
+    client = backends.codex_client()
+    if not wanted:
+        names = ", ".join(f"{e.label} ({e.id})" for e in client.environments()) or "none"
+        raise ConfigError("No Codex environment is configured for phase 4. Set --codex-env (or "
+                          f"SPARC_CODEX_ENVIRONMENT, or [codex] environment in the project). Yours: {names}.")
+    backends.codex_environment_id = client.resolve_environment(wanted).id
+    backends.codex_branch = settings.codex_branch or project.codex.branch
+
+
+def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFolder, bundle: Bundle,
+             records: dict[str, AgentRecord], backends: Backends, ctx: ClientContext, secrets: SecretRegistry,
+             session: Session, settings: Settings) -> RunOutcome:
+    from sparc_cloud.runner import Runner, RunnerHooks
+
+    bus = EventBus(secrets)
+    jsonl = JsonlSink(folder.events_path, secrets)
+    bus.add(jsonl)
+    bus.add(LogSink(logging.getLogger("sparc_cloud.events")))
+    if options.console is not None:
+        bus.add(PlainConsoleSink(options.console))
+    start = ctx.clock.now()
+    try:
+        if backends.codex is not None:
+            _resolve_codex_env(options, settings, plan.project, backends)
+        if backends.gemini is not None and backends.gemini_client().config.mode == "code-assist":
+            backends.gemini_client().project_id()
+    except SparcError:
+        jsonl.close()
+        raise
+
+    phases = {p.number: p for p in bundle.phases}
+    for number in selected:
+        phases[number] = new_phase(number)
+        phases[number].started_at = utc_now()
+    bundle.phases = [phases[n] for n in sorted(phases)]
+    run_agents = [a for a in plan.agents if a.phase in selected]
+    reuse = records if options.resume else {}
+    prior = {aid: rec for aid, rec in records.items() if plan.by_id.get(aid) and plan.by_id[aid].phase not in selected}
+    executor = AgentExecutor(plan, backends, bus=bus, clock=ctx.clock, secrets=secrets, reuse=reuse,
+                             agent_timeout_s=settings.agent_timeout_s * (ctx.time_scale if ctx.time_scale < 1 else 1))
+
+    def on_started(agent: object) -> None:
+        return None
+
+    def on_finished(record: AgentRecord) -> None:
+        folder.append_journal(bundle.run_id, record)
+        folder.write_outputs(record)
+        phases[record.phase].agents.append(record)
+
+    def on_phase_done(number: int) -> None:
+        phase = phases[number]
+        order = {a.id: i for i, a in enumerate(plan.agents)}
+        phase.agents.sort(key=lambda r: order.get(r.id, 0))
+        phase.status = phase_status(phase.agents, len(plan.phase_agents(number)))
+        phase.stale = False
+        phase.finished_at = utc_now()
+        bundle.totals = compute_totals(bundle)
+        folder.write_bundle(bundle)
+        bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
+                       data={"status": phase.status}))
+
+    bus.emit(Event("run_started", message=f"{plan.project.name}: phases {','.join(map(str, selected))} on "
+                                          f"{options.backend} -> {folder.path}"))
+    runner = Runner(run_agents, executor, prior=prior, concurrency=settings.concurrency, cancel=options.cancel,
+                    clock=ctx.clock, hooks=RunnerHooks(on_started, on_finished, on_phase_done),
+                    fail_fast=options.fail_fast, deadline_s=settings.run_deadline_s)
+    exit_code = 0
+    try:
+        done = runner.run()
+    except Cancelled:
+        done = runner.records
+        exit_code = 130
+    last = max(selected)
+    for phase in bundle.phases:
+        if phase.number > last and phase.agents and options.phases and not options.resume:
+            phase.stale = True
+    wall = ctx.clock.now() - start
+    failed = [r for r in done.values() if r.status != "completed"]
+    if exit_code == 0 and failed:
+        exit_code = 1
+    bundle.finished_at = utc_now()
+    bundle.totals = compute_totals(bundle, wall)
+    session.finished_at = bundle.finished_at
+    session.exit_code = exit_code
+    folder.write_bundle(bundle)
+    counts = {s: sum(1 for r in done.values() if r.status == s) for s in ("completed", "failed", "skipped")}
+    reused = sum(1 for r in done.values() if r.reused)
+    msg = (f"{counts['completed']} completed ({reused} reused), {counts['failed']} failed, {counts['skipped']} "
+           f"skipped in {wall:.1f} s; {bundle.totals['tokens']['total_tokens']:,} tokens. Run folder: {folder.path}")
+    if exit_code == 130:
+        msg = (f"Interrupted: {len(done)} agent(s) finished and are saved in {folder.journal_path}. "
+               f"Continue with `sparc-cloud run --project {options.project} --resume"
+               f"{' --output ' + str(options.output) if options.output else ''}`.")
+    elif failed:
+        first = failed[0]
+        msg += (f"\nFirst problem: {first.id}: {first.error}\nFix it, then finish the run with "
+                f"`sparc-cloud run --project {options.project} --resume"
+                f"{' --output ' + str(options.output) if options.output else ''}`.")
+    bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
+    jsonl.close()
+    log.info("phase folders: %s", ", ".join(phase_dir(n) for n in selected))
+    return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
+
+
+__all__ = ["AuthError", "RunOptions", "RunOutcome", "run"]

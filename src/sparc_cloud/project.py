@@ -1,0 +1,237 @@
+"""Project definitions: the TOML model, loading with clear errors, and the built-in projects."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparc_cloud.errors import ConfigError
+
+Backend = Literal["gemini", "codex"]
+
+TEMPLATE_NAMES = ("system", "research", "synthesis", "pseudocode", "architecture", "component", "integration",
+                  "completion")
+COMMON_VARS = {"project_name", "goal", "description", "components_list"}
+TEMPLATE_VARS: dict[str, set[str]] = {
+    "system": COMMON_VARS,
+    "research": COMMON_VARS | {"topic", "topic_index", "topic_count"},
+    "synthesis": COMMON_VARS | {"research_notes"},
+    "pseudocode": COMMON_VARS | {"specification"},
+    "architecture": COMMON_VARS | {"specification", "pseudocode"},
+    "component": COMMON_VARS | {"component_name", "component_description", "component_index", "specification",
+                                "pseudocode", "architecture"},
+    "integration": COMMON_VARS | {"specification", "pseudocode", "architecture", "component_outputs"},
+    "completion": COMMON_VARS | {"specification", "pseudocode", "architecture", "implementation"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Component(_Strict):
+    """One thing to build in phase 4."""
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+class Research(_Strict):
+    """Phase 1 research topics (one agent each)."""
+
+    topics: list[str] = Field(min_length=1)
+
+    @field_validator("topics")
+    @classmethod
+    def _unique(cls, topics: list[str]) -> list[str]:
+        if any(not t.strip() for t in topics):
+            raise ValueError("topics must not be empty strings")
+        seen = {t.lower() for t in topics}
+        if len(seen) != len(topics):
+            raise ValueError("topics must be unique (two agents would get the same id and prompt)")
+        return topics
+
+
+class PhaseConfig(_Strict):
+    """Backend and model of one phase."""
+
+    backend: Backend = "gemini"
+    model: str = "gemini-2.5-flash"
+    synthesis_model: str | None = None
+
+
+def _phase(backend: Backend, model: str, synthesis: str | None = None) -> PhaseConfig:
+    return PhaseConfig(backend=backend, model=model, synthesis_model=synthesis)
+
+
+class Phases(_Strict):
+    """The five phases, by name."""
+
+    specification: PhaseConfig = Field(
+        default_factory=lambda: _phase("gemini", "gemini-2.5-flash", "gemini-2.5-pro"))
+    pseudocode: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-flash"))
+    architecture: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-pro"))
+    refinement: PhaseConfig = Field(default_factory=lambda: _phase("codex", "codex"))
+    completion: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-pro"))
+
+    @model_validator(mode="after")
+    def _codex_model(self) -> Phases:
+        for cfg in (self.specification, self.pseudocode, self.architecture, self.refinement, self.completion):
+            if cfg.backend == "codex" and cfg.model.startswith("gemini"):
+                cfg.model = "codex"
+        return self
+
+
+class CodexSettings(_Strict):
+    """Where Codex tasks run."""
+
+    environment: str | None = None
+    branch: str | None = "main"
+
+
+class Limit(_Strict):
+    """A rate-limit override."""
+
+    per_minute: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class GeminiSettings(_Strict):
+    """Gemini options of the project."""
+
+    fallback: bool = False
+    generation_config: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.4})
+
+
+class Project(_Strict):
+    """A validated project definition."""
+
+    name: str = Field(min_length=1, max_length=80)
+    goal: str = Field(min_length=1)
+    description: str = ""
+    research: Research
+    components: list[Component] = Field(min_length=1)
+    phases: Phases = Field(default_factory=Phases)
+    codex: CodexSettings = Field(default_factory=CodexSettings)
+    limits: dict[str, Limit] = Field(default_factory=dict)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    prompts: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it names the run folder)")
+        return name
+
+    @field_validator("components")
+    @classmethod
+    def _unique_components(cls, components: list[Component]) -> list[Component]:
+        names = [c.name.lower() for c in components]
+        if len(set(names)) != len(names):
+            raise ValueError("component names must be unique (two agents would get the same prompt)")
+        return components
+
+    @field_validator("prompts")
+    @classmethod
+    def _templates(cls, prompts: dict[str, str]) -> dict[str, str]:
+        for name, text in prompts.items():
+            if name not in TEMPLATE_VARS:
+                raise ValueError(f"unknown template {name!r}; templates are {', '.join(TEMPLATE_NAMES)}")
+            template = Template(text)
+            if not template.is_valid():
+                raise ValueError(f"template {name!r} has a malformed placeholder (use ${{name}}; write $$ for $)")
+            unknown = set(template.get_identifiers()) - TEMPLATE_VARS[name]
+            if unknown:
+                allowed = ", ".join(sorted(TEMPLATE_VARS[name]))
+                raise ValueError(f"template {name!r} names unknown variable(s) "
+                                 f"{', '.join(sorted(unknown))}; it may use: {allowed}")
+        return prompts
+
+
+def builtin_projects() -> dict[str, str]:
+    """Built-in project names -> their first comment line."""
+    out: dict[str, str] = {}
+    for entry in resources.files("sparc_cloud.projects").iterdir():
+        if entry.name.endswith(".toml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+            out[entry.name.removesuffix(".toml")] = first
+    return dict(sorted(out.items()))
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best effort: the line where the innermost named key of `loc` appears."""
+    names = [p for p in loc if isinstance(p, str)]
+    for name in reversed(names):
+        pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(name)}[\"']?\s*(=|\]|\.)", re.MULTILINE)
+        match = pattern.search(text)
+        if match:
+            return text.count("\n", 0, match.start()) + 1
+    return None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "is not a known field (check the spelling; see examples/memory-extension.toml)"
+    if kind == "missing":
+        return "is required but missing"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"has the wrong type: {msg.lower()} (got {error.get('input')!r})"
+    return msg.removeprefix("Value error, ")
+
+
+def parse_project(text: str, source: str) -> Project:
+    """Validate project TOML text; `source` names the file in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Project file {source} is not valid TOML: {exc}. Fix the syntax there.") from None
+    try:
+        return Project.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            line = _line_of(text, error["loc"])
+            where = f" (line {line})" if line else ""
+            problems.append(f"field '{field}'{where} {_describe(dict(error))}")
+        more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+        raise ConfigError(f"Project file {source} is invalid: " + "; ".join(problems) + more + ".") from None
+
+
+def load_project(ref: str) -> tuple[Project, str]:
+    """A built-in name or a path -> (project, where it came from)."""
+    path = Path(ref)
+    if path.suffix == ".toml" or path.exists() or "/" in ref:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"Project file {path} does not exist. Give a path to a TOML file or one of the "
+                              f"built-in projects: {', '.join(builtin_projects())}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Project file {path} cannot be read: {exc}.") from None
+        return parse_project(text, str(path)), str(path)
+    builtins = builtin_projects()
+    if ref not in builtins:
+        raise ConfigError(f"No built-in project named {ref!r} and no such file. Built-in projects: "
+                          f"{', '.join(builtins)}; or give a path to a .toml file.")
+    text = resources.files("sparc_cloud.projects").joinpath(f"{ref}.toml").read_text(encoding="utf-8")
+    return parse_project(text, f"built-in project {ref}"), f"builtin:{ref}"
+
+
+def load_templates(project: Project) -> dict[str, Template]:
+    """The prompt templates: the project's overrides, else the packaged ones."""
+    out: dict[str, Template] = {}
+    for name in TEMPLATE_NAMES:
+        text = project.prompts.get(name)
+        if text is None:
+            text = resources.files("sparc_cloud.prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
+        out[name] = Template(text)
+    return out

@@ -1,0 +1,165 @@
+"""The run folder on disk: lock, journal (the checkpoint), atomic bundle, Markdown outputs, history."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
+from sparc_cloud.errors import ConfigError
+from sparc_cloud.fsutil import atomic_write_text
+from sparc_cloud.phases import phase_dir
+
+log = logging.getLogger(__name__)
+OUTPUT_MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
+
+
+class RunFolder:
+    """One project's run folder (`./sparc-runs/<project>/` by default)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bundle_path = path / "bundle.json"
+        self.journal_path = path / "journal.jsonl"
+        self.log_path = path / "run.log"
+        self.events_path = path / "events.jsonl"
+        self._lock_handle: IO[str] | None = None
+        self._journal: IO[str] | None = None
+        self.journal_bytes = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    def prepare(self) -> None:
+        """Create the folder and prove it is writable, before any API call."""
+        parent = self.path.parent
+        if not parent.exists() and not self.path.exists():
+            try:
+                self.path.mkdir(parents=True)
+            except OSError as exc:
+                raise ConfigError(f"Cannot create the output folder {self.path}: {exc.strerror}. "
+                                  "Choose another --output.") from None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("ok", encoding="utf-8")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"The output folder {self.path} is not writable ({exc.strerror}). Fix its "
+                              "permissions or choose another --output.") from None
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the folder for this process's lifetime."""
+        handle = (self.path / ".lock").open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(f"Another sparc-cloud run ({owner}) is using {self.path}. Wait for it to finish, "
+                              "or use another --output folder.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def close(self) -> None:
+        """Close the journal and release the lock."""
+        if self._journal:
+            self._journal.close()
+            self._journal = None
+        if self._lock_handle:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def archive_previous(self, run_id: str) -> Path | None:
+        """Move an earlier run's files into `history/<run_id>/` before a fresh run starts."""
+        if not self.bundle_path.exists() and not self.journal_path.exists():
+            return None
+        target = self.path / "history" / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        for item in self.path.iterdir():
+            if item.name in ("history", ".lock"):
+                continue
+            shutil.move(str(item), str(target / item.name))
+        return target
+
+    # ----------------------------------------------------------------- journal
+
+    def append_journal(self, run_id: str, record: AgentRecord) -> None:
+        """One line per finished agent, flushed and fsynced: the checkpoint."""
+        if self._journal is None:
+            self._journal = self.journal_path.open("a", encoding="utf-8")
+        line = json.dumps({"run_id": run_id, "record": record.model_dump(mode="json")}, ensure_ascii=False)
+        self._journal.write(line + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self.journal_bytes += len(line.encode("utf-8")) + 1
+
+    def read_journal(self, run_id: str) -> list[AgentRecord]:
+        """The journal's records of `run_id`, in order; a torn last line is skipped with a warning."""
+        if not self.journal_path.exists():
+            return []
+        out: list[AgentRecord] = []
+        lines = self.journal_path.read_text(encoding="utf-8", errors="replace").split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item: Any = json.loads(line)
+                if item.get("run_id") != run_id:
+                    continue
+                out.append(AgentRecord.model_validate(item["record"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("journal line %d of %s is damaged (a run was probably killed while writing it); "
+                            "it was ignored", number, self.journal_path)
+        return out
+
+    # ------------------------------------------------------------------ bundle
+
+    def load_bundle(self) -> Bundle:
+        """The bundle, validated."""
+        return load_bundle(self.bundle_path)
+
+    def write_bundle(self, bundle: Bundle) -> None:
+        """Atomically (temp, fsync, rename)."""
+        atomic_write_text(self.bundle_path, bundle.model_dump_json(indent=2))
+
+    # ---------------------------------------------------------------- markdown
+
+    def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
+        """`phase-1-specification/p1-research-1.md`."""
+        return self.path / phase_dir(record.phase) / f"{record.id}{suffix}"
+
+    def write_outputs(self, record: AgentRecord) -> None:
+        """The readable Markdown of an agent, and its diff as a .patch."""
+        header = [
+            f"# {record.id}: {record.title}",
+            "",
+            f"- status: {record.status}",
+            f"- backend / model: {record.backend} / {record.model}",
+            f"- tokens: {record.usage.total_tokens} (prompt {record.usage.prompt_tokens}, "
+            f"output {record.usage.output_tokens})",
+            f"- latency: {record.latency_s:.2f} s, attempts: {record.attempts}",
+        ]
+        if record.task_id:
+            header.append(f"- Codex task: {record.task_id}")
+        if record.error:
+            header.append(f"- error: {record.error}")
+        if record.diff:
+            header.append(f"- diff: {record.id}.patch")
+        text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
+        if not text.endswith("\n"):
+            text += "\n"
+        atomic_write_text(self.output_path(record), text)
+        if record.diff:
+            atomic_write_text(self.output_path(record, ".patch"), record.diff)

@@ -1,0 +1,139 @@
+"""The simulator's behaviour model and fault scenarios (pydantic), loadable from TOML or JSON.
+
+All durations are the real services' seconds; the simulator multiplies them by `time_scale`."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sparc_cloud.errors import ConfigError
+
+Endpoint = Literal[
+    "gemini.generate", "gemini.load", "codex.create", "codex.poll", "codex.list", "codex.envs", "oauth.token"
+]
+FAULT_RESPONSES = (
+    "400", "401", "403", "404", "500", "502", "503", "504", "429", "quota-daily", "capacity", "truncated",
+    "malformed", "empty", "error-200", "reset",
+)
+
+
+def _check_response(value: str) -> str:
+    base = value.split(":", 1)[0]
+    if base not in FAULT_RESPONSES:
+        raise ValueError(f"unknown fault response {value!r}; use one of {', '.join(FAULT_RESPONSES)} "
+                         "(429 may carry a delay, e.g. '429:2s')")
+    return value
+
+
+class Fault(BaseModel):
+    """Answer matching calls with faults: a scripted sequence from the `at_call`-th matching call, or
+    each matching call with `probability` (at most `max_count` times)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: Endpoint
+    model: str | None = None
+    at_call: int | None = Field(default=None, ge=1)
+    responses: list[str] = Field(min_length=1)
+    probability: float | None = Field(default=None, gt=0, le=1)
+    max_count: int | None = Field(default=None, ge=1)
+
+    @field_validator("responses")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        return [_check_response(v) for v in values]
+
+
+class TaskScript(BaseModel):
+    """How the N-th created Codex task (1-based) ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=1)
+    outcome: Literal["stuck", "failed", "cancelled"]
+    error_code: str = "internal_error"
+    error_message: str = "The task container exited unexpectedly."
+
+
+class LimitSpec(BaseModel):
+    """A requests-per-minute limit with a burst."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_minute: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+def _default_latency() -> dict[str, tuple[float, float]]:
+    return {
+        "gemini-2.5-flash": (15.0, 25.0),
+        "gemini-2.5-pro": (20.0, 40.0),
+        "codex-task": (30.0, 90.0),
+        "*": (10.0, 20.0),
+    }
+
+
+def _default_limits() -> dict[str, LimitSpec]:
+    return {
+        "gemini-2.5-flash": LimitSpec(per_minute=60, burst=10),
+        "gemini-2.5-pro": LimitSpec(per_minute=3, burst=3),
+        "codex.create": LimitSpec(per_minute=10, burst=10),
+        "codex.poll": LimitSpec(per_minute=30, burst=5),
+    }
+
+
+class SimConfig(BaseModel):
+    """Everything the simulator does, with the runbook's figures as defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 1
+    time_scale: float = Field(default=0.02, gt=0, le=10)
+    latency: dict[str, tuple[float, float]] = Field(default_factory=_default_latency)
+    limits: dict[str, LimitSpec] = Field(default_factory=_default_limits)
+    enforce_limits: bool = True
+    gemini_token_life_s: float = Field(default=3000.0, gt=0)
+    codex_token_life_s: float = Field(default=864000.0, gt=0)
+    models: list[str] = Field(
+        default_factory=lambda: [
+            "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3-flash",
+            "gemini-3-pro-preview", "gemini-3-flash-preview",
+        ]
+    )
+    project_id: str = "sim-project-4242"
+    environments: list[dict[str, object]] = Field(
+        default_factory=lambda: [
+            {"id": "env_sim_memory_extension", "label": "memory-extension", "is_pinned": True, "task_count": 12},
+            {"id": "env_sim_playground", "label": "playground", "is_pinned": False, "task_count": 3},
+        ]
+    )
+    faults: list[Fault] = Field(default_factory=list)
+    tasks: list[TaskScript] = Field(default_factory=list)
+
+    def latency_for(self, model: str) -> tuple[float, float]:
+        """The latency range of a model (or of Codex tasks: `codex-task`)."""
+        return self.latency.get(model) or self.latency.get("*") or (1.0, 2.0)
+
+
+def load_scenario(path: Path, base: SimConfig | None = None) -> SimConfig:
+    """Read a scenario file (TOML or JSON) on top of `base` (defaults when None)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the scenario file {path}: {exc.strerror}.") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"The scenario file {path} is not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    merged = {**(base.model_dump() if base else {}), **data}
+    try:
+        return SimConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"The scenario file {path} is invalid at {where}: {first['msg']}.") from None

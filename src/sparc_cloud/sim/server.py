@@ -1,0 +1,523 @@
+"""The simulator's HTTP server on loopback: the routes of both clouds plus `/_sim/...` control routes."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from sparc_cloud.fsutil import atomic_write_text
+from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
+from sparc_cloud.sim.content import gemini_text
+from sparc_cloud.sim.state import (
+    SIM_ACCOUNT_ID,
+    SIM_API_KEY,
+    SIM_OAUTH_CLIENT_ID,
+    SIM_OAUTH_CLIENT_SECRET,
+    SimState,
+    SimTask,
+)
+
+_CODEX_PREFIX = re.compile(r"^(?:/backend-api/wham|/backend-api/codex|/api/codex)(/.*)$")
+_PUBLIC_GENERATE = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
+_LEEWAY_S = 0.002
+
+
+class _Reply(Exception):
+    """Raised inside a route to answer at once."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def state(self) -> SimState:
+        return self.server.state
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        raw = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(status)
+        content_type = "text/html" if isinstance(body, str) and body.startswith("<html") else "application/json"
+        self.send_header("Content-Type", f"{content_type}; charset=UTF-8")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+        with self.state.lock:
+            self.state.counters.status_sent[str(status)] += 1
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _json_body(self, google: bool) -> Any:
+        raw = self._body()
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            if google:
+                raise _Reply(400, env.google_simple(400, "Invalid JSON payload received. Unexpected token.")) from None
+            raise _Reply(400, env.codex_detail("Invalid JSON body")) from None
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _dispatch(self, method: str) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            self._route(method, path)
+        except _Reply as reply:
+            if reply.status > 0:  # -1: the connection was reset on purpose
+                self._send(reply.status, reply.body, reply.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._dispatch("POST")
+
+    # ------------------------------------------------------------------- routes
+
+    def _route(self, method: str, path: str) -> None:
+        if path.startswith("/_sim/"):
+            return self._control(method, path)
+        if method == "POST" and path == "/v1internal:generateContent":
+            return self._generate(code_assist=True, model=None)
+        if method == "POST" and path == "/v1internal:loadCodeAssist":
+            return self._load_code_assist()
+        match = _PUBLIC_GENERATE.match(path)
+        if method == "POST" and match:
+            return self._generate(code_assist=False, model=urllib.parse.unquote(match.group(1)))
+        if method == "POST" and path == "/token":
+            return self._google_token()
+        if method == "POST" and path == "/oauth/token":
+            return self._codex_token()
+        match = _CODEX_PREFIX.match(path)
+        if match:
+            return self._codex(method, match.group(1))
+        raise _Reply(404, env.google_error(404, "NOT_FOUND", f"The requested URL {path} was not found on this server."))
+
+    def _control(self, method: str, path: str) -> None:
+        if path == "/_sim/counters" and method == "GET":
+            raise _Reply(200, self.state.snapshot())
+        if path == "/_sim/health":
+            raise _Reply(200, {"ok": True})
+        if path == "/_sim/scenario" and method == "POST":
+            data = self._json_body(google=False) or {}
+            try:
+                faults = [Fault.model_validate(f) for f in data.get("faults", [])]
+                tasks = [TaskScript.model_validate(t) for t in data.get("tasks", [])]
+            except ValueError as exc:
+                raise _Reply(400, env.codex_detail(f"invalid scenario: {exc}")) from None
+            self.state.set_scenario(faults, tasks)
+            raise _Reply(200, {"ok": True, "faults": len(faults), "tasks": len(tasks)})
+        raise _Reply(404, env.codex_detail("unknown simulator control route"))
+
+    # ------------------------------------------------------------------- faults
+
+    def _apply_fault(self, endpoint: str, model: str, *, google: bool, code_assist: bool = True) -> None:
+        fault = self.state.next_fault(endpoint, model)
+        if fault is None:
+            return
+        base, _, arg = fault.partition(":")
+        scale = self.state.config.time_scale
+        if base == "reset":
+            self._reset()
+            raise _Reply(-1, None)
+        if base == "truncated":
+            text = json.dumps({"response": {"candidates": [{"content": {"parts": [{"text": "x" * 200}]}}]}})
+            raise _Reply(200, text[: len(text) // 2])
+        if base == "malformed":
+            raise _Reply(200, "<html><body>upstream sent garbage</body></html>")
+        if base == "empty":
+            raise _Reply(200, b"")
+        if base == "error-200":
+            raise _Reply(200, env.google_simple(500))
+        if base == "401":
+            self.state.revoke(self.headers.get("Authorization"))
+            raise _Reply(401, env.google_simple(401) if google else env.codex_detail("Unauthorized"))
+        if base == "429":
+            delay = (float(arg.rstrip("s")) if arg else 2.0) * scale
+            if not google:
+                raise _Reply(429, env.codex_usage_limit(delay), _hint_headers(delay))
+            body = env.code_assist_rate_limit(model, delay) if code_assist else env.public_rate_limit(model, delay)
+            raise _Reply(429, body)
+        if base == "quota-daily":
+            if not google:
+                raise _Reply(429, env.codex_usage_limit(9 * 3600), _hint_headers(9 * 3600))
+            raise _Reply(429, env.daily_quota(model, code_assist))
+        if base == "capacity":
+            raise _Reply(503, env.capacity(model))
+        if base == "502":
+            raise _Reply(502, env.BAD_GATEWAY_HTML)
+        code = int(base)
+        if code == 404 and google:
+            raise _Reply(404, env.model_not_found(model))
+        raise _Reply(code, env.google_simple(code) if google else env.codex_detail(f"HTTP {code}"))
+
+    # ------------------------------------------------------------------- gemini
+
+    def _gemini_auth(self, code_assist: bool) -> None:
+        if code_assist:
+            why = self.state.check_token("gemini", self.headers.get("Authorization"))
+        else:
+            why = None if self.headers.get("x-goog-api-key") == SIM_API_KEY else "bad api key"
+            if why:
+                raise _Reply(400, env.google_error(400, "INVALID_ARGUMENT",
+                                                   "API key not valid. Please pass a valid API key."))
+        if why:
+            with self.state.lock:
+                self.state.counters.unauthorized += 1
+            raise _Reply(401, env.google_simple(401))
+
+    def _generate(self, *, code_assist: bool, model: str | None) -> None:
+        with self.state.lock:
+            self.state.counters.requests["gemini.generate"] += 1
+        self._gemini_auth(code_assist)
+        body = self._json_body(google=True)
+        if not isinstance(body, dict):
+            raise _Reply(400, env.google_simple(400, "Invalid JSON payload received. Expected an object."))
+        if code_assist:
+            model = body.get("model")
+            request = body.get("request")
+            if not isinstance(model, str) or not isinstance(request, dict) or not body.get("project"):
+                raise _Reply(400, env.google_simple(400, "Request contains an invalid argument: model, project "
+                                                         "and request are required."))
+            if body["project"] != self.state.config.project_id:
+                raise _Reply(403, env.google_simple(403))
+            unknown = set(body) - {"model", "project", "user_prompt_id", "request", "enabled_credit_types"}
+        else:
+            request = body
+            unknown = set()
+        assert model is not None
+        contents = request.get("contents")
+        if unknown or not isinstance(contents, list) or not contents:
+            raise _Reply(400, env.google_simple(400, "Invalid JSON payload received. Unknown or missing field."))
+        if model not in self.state.config.models:
+            raise _Reply(404, env.model_not_found(model))
+        with self.state.lock:
+            self.state.counters.requests[f"gemini.generate:{model}"] += 1
+        self._apply_fault("gemini.generate", model, google=True, code_assist=code_assist)
+        if self.state.config.enforce_limits:
+            wait = self.state.limiters.try_acquire(("gemini", "generate", model), leeway_s=_LEEWAY_S)
+            if wait > 0:
+                with self.state.lock:
+                    self.state.counters.rate_limited[f"gemini:{model}"] += 1
+                body_ = env.code_assist_rate_limit(model, wait) if code_assist else env.public_rate_limit(model, wait)
+                raise _Reply(429, body_)
+        prompt = "".join(
+            str(p.get("text", "")) for c in contents if isinstance(c, dict)
+            for p in c.get("parts") or [] if isinstance(p, dict)
+        )
+        with self.state.lock:
+            c = self.state.counters
+            c.in_flight += 1
+            c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+        try:
+            time.sleep(self.state.latency(model, prompt))
+        finally:
+            with self.state.lock:
+                self.state.counters.in_flight -= 1
+        text = gemini_text(prompt, self.state.config.seed)
+        prompt_tokens = max(1, len(prompt) // 4)
+        output_tokens = max(1, len(text) // 4)
+        inner = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
+                            "index": 0}],
+            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": output_tokens,
+                              "totalTokenCount": prompt_tokens + output_tokens},
+            "modelVersion": model,
+        }
+        trace = f"sim-{self.state.rng.getrandbits(64):016x}"
+        if code_assist:
+            raise _Reply(200, {"response": inner, "traceId": trace})
+        raise _Reply(200, {**inner, "responseId": trace})
+
+    def _load_code_assist(self) -> None:
+        with self.state.lock:
+            self.state.counters.requests["gemini.load"] += 1
+        self._gemini_auth(True)
+        body = self._json_body(google=True)
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            raise _Reply(400, env.google_simple(400))
+        self._apply_fault("gemini.load", "", google=True)
+        tier = {"id": "standard-tier", "name": "Gemini Code Assist (simulated)", "isDefault": True}
+        raise _Reply(200, {"currentTier": tier, "allowedTiers": [tier],
+                           "cloudaicompanionProject": self.state.config.project_id})
+
+    def _google_token(self) -> None:
+        form = urllib.parse.parse_qs(self._body().decode("utf-8", "replace"))
+        self._apply_fault("oauth.token", "gemini", google=True)
+        get = {k: v[0] for k, v in form.items()}
+        if get.get("client_id") != SIM_OAUTH_CLIENT_ID or get.get("client_secret") != SIM_OAUTH_CLIENT_SECRET:
+            raise _Reply(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
+        if get.get("grant_type") != "refresh_token" or self.state.refresh_tokens.get(
+                get.get("refresh_token", "")) != "gemini":
+            raise _Reply(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+        raise _Reply(200, self.state.issue_gemini())
+
+    def _codex_token(self) -> None:
+        body = self._json_body(google=False) or {}
+        self._apply_fault("oauth.token", "codex", google=False)
+        if body.get("grant_type") != "refresh_token" or self.state.refresh_tokens.get(
+                str(body.get("refresh_token"))) != "codex":
+            raise _Reply(401, {"error": {"code": "refresh_token_invalidated",
+                                         "message": "Your refresh token has been invalidated."}})
+        raise _Reply(200, self.state.issue_codex())
+
+    # -------------------------------------------------------------------- codex
+
+    def _codex(self, method: str, path: str) -> None:
+        why = self.state.check_token("codex", self.headers.get("Authorization"))
+        account = self.headers.get("ChatGPT-Account-Id")
+        if why or account != SIM_ACCOUNT_ID:
+            with self.state.lock:
+                self.state.counters.unauthorized += 1
+            raise _Reply(401, env.codex_detail("Unauthorized"))
+        parts = [p for p in path.split("/") if p]
+        if method == "POST" and parts == ["tasks"]:
+            return self._create_task()
+        if method == "GET" and parts == ["tasks", "list"]:
+            return self._list_tasks()
+        if method == "GET" and len(parts) == 2 and parts[0] == "tasks":
+            return self._task_details(urllib.parse.unquote(parts[1]))
+        if method == "GET" and len(parts) == 5 and parts[0] == "tasks" and parts[4] == "sibling_turns":
+            self._find_task(urllib.parse.unquote(parts[1]))
+            raise _Reply(200, {"sibling_turns": []})
+        if method == "GET" and parts[:1] == ["environments"]:
+            self._apply_fault("codex.envs", "", google=False)
+            raise _Reply(200, self.state.config.environments)
+        if method == "GET" and parts == ["usage"]:
+            raise _Reply(200, {"plan_type": "pro", "rate_limit": {
+                "allowed": True, "limit_reached": False,
+                "primary_window": {"used_percent": 12, "limit_window_seconds": 18000, "reset_after_seconds": 9000,
+                                   "reset_at": int(time.time()) + 9000}, "secondary_window": None},
+                "credits": None})
+        raise _Reply(404, env.codex_detail("Not Found"))
+
+    def _codex_limit(self, key: str) -> None:
+        if not self.state.config.enforce_limits:
+            return
+        wait = self.state.limiters.try_acquire(("codex", key, SIM_ACCOUNT_ID), leeway_s=_LEEWAY_S)
+        if wait > 0:
+            with self.state.lock:
+                self.state.counters.rate_limited[f"codex:{key}"] += 1
+            raise _Reply(429, env.codex_usage_limit(wait), _hint_headers(wait))
+
+    def _create_task(self) -> None:
+        with self.state.lock:
+            self.state.counters.requests["codex.create"] += 1
+        body = self._json_body(google=False)
+        if not isinstance(body, dict) or not isinstance(body.get("new_task"), dict):
+            raise _Reply(400, env.codex_detail("Must specify one of: follow_up, new_task, review_fix"))
+        env_id = body["new_task"].get("environment_id")
+        if env_id not in {e.get("id") for e in self.state.config.environments}:
+            raise _Reply(404, env.codex_detail(f"Environment {env_id} not found"))
+        items = body.get("input_items")
+        prompt = "\n\n".join(
+            str(part.get("text", "")) for item in items or [] if isinstance(item, dict) and item.get("type") == "message"
+            for part in item.get("content") or [] if isinstance(part, dict)
+        )
+        if not prompt:
+            raise _Reply(400, env.codex_detail("input_items must contain a user message"))
+        self._apply_fault("codex.create", "", google=False)
+        self._codex_limit("create")
+        task = self.state.create_task(str(env_id), prompt)
+        raise _Reply(200, {"task": {"id": task.id}})
+
+    def _find_task(self, task_id: str) -> SimTask:
+        task = self.state.tasks.get(task_id)
+        if task is None:
+            raise _Reply(404, env.codex_detail(f"Task {task_id} not found"))
+        return task
+
+    def _task_details(self, task_id: str) -> None:
+        with self.state.lock:
+            self.state.counters.requests["codex.poll"] += 1
+        task = self._find_task(task_id)
+        self._apply_fault("codex.poll", "", google=False)
+        self._codex_limit("poll")
+        status = self.state.task_status(task)
+        self.state.record_poll(task, status)
+        raise _Reply(200, _details_body(task, status, self.state))
+
+    def _list_tasks(self) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        limit = int(query.get("limit", ["20"])[0])
+        items = [
+            {"id": t.id, "title": _title(t), "archived": False, "has_unread_turn": False,
+             "created_at": t.created_wall, "updated_at": t.created_wall,
+             "task_status_display": _status_display(self.state.task_status(t), t)}
+            for t in sorted(self.state.tasks.values(), key=lambda t: -t.index)
+        ]
+        raise _Reply(200, {"items": items[:limit], "cursor": None})
+
+
+def _hint_headers(delay_s: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(delay_s))), "retry-after-ms": str(int(delay_s * 1000))}
+
+
+def _title(task: SimTask) -> str:
+    first = next((line for line in task.prompt.splitlines() if line.strip()), "Codex task")
+    return first.strip("# ")[:80]
+
+
+def _status_display(status: str, task: SimTask) -> dict[str, Any]:
+    return {"latest_turn_status_display": {"turn_status": status, "sibling_turn_ids": [],
+                                           "diff_stats": {"files_modified": task.diff.count("diff --git"),
+                                                          "lines_added": task.diff.count("\n+") - task.diff.count("\n+++"),
+                                                          "lines_removed": 0}},
+            "environment_label": task.environment_id}
+
+
+def _details_body(task: SimTask, status: str, state: SimState) -> dict[str, Any]:
+    turn_id = f"{task.id}~assttrn_e_{task.id[-32:]}"
+    finished = status in ("completed", "failed", "cancelled")
+    output_items: list[dict[str, Any]] = []
+    error = None
+    if status == "completed":
+        output_items.append({"type": "message", "role": "assistant",
+                             "content": [{"content_type": "text", "text": task.summary}]})
+        if task.index % 2 == 0:
+            output_items.append({"type": "pr", "output_diff": {"diff": task.diff}})
+        else:
+            output_items.append({"type": "output_diff", "diff": task.diff})
+    elif status in ("failed", "cancelled") and task.script:
+        error = {"code": task.script.error_code, "message": task.script.error_message}
+    worklog = {"messages": [
+        {"author": {"role": "assistant"}, "content": {"parts": [{"content_type": "text", "text": line}]}}
+        for line in (task.worklog if finished else task.worklog[:1])
+    ]}
+    assistant = {"id": turn_id, "attempt_placement": 0, "turn_status": status, "sibling_turn_ids": [],
+                 "output_items": output_items, "worklog": worklog, "error": error, "created_at": task.created_wall}
+    return {
+        "task": {"id": task.id, "title": _title(task), "archived": False, "external_pull_requests": [],
+                 "created_at": task.created_wall, "environment_id": task.environment_id,
+                 "current_turn_id": turn_id, "has_unread_turn": finished},
+        "current_user_turn": {"id": f"{task.id}~usrtrn", "turn_status": "completed", "input_items": [
+            {"type": "message", "role": "user", "content": [{"content_type": "text", "text": task.prompt}]}]},
+        "current_assistant_turn": assistant,
+        "current_diff_task_turn": None,
+        "task_status_display": _status_display(status, task),
+    }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+
+
+class Simulator:
+    """Both clouds on 127.0.0.1. Use as a context manager, or `start()` / `stop()`."""
+
+    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or SimConfig()
+        self.state = SimState(self.config)
+        self._server = _Server((host, port), self.state)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def gemini_base_url(self) -> str:
+        """The Code Assist base (`.../v1internal`)."""
+        return self.url + "/v1internal"
+
+    @property
+    def codex_base_url(self) -> str:
+        """The Codex backend base (`.../backend-api`)."""
+        return self.url + "/backend-api"
+
+    def start(self) -> Simulator:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sparc-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread (for `sparc-cloud sim serve`)."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_scenario(self, faults: list[Fault], tasks: list[TaskScript] | None = None) -> None:
+        """Replace the fault scripts."""
+        self.state.set_scenario(faults, tasks or [])
+
+    def counters(self) -> dict[str, Any]:
+        """The counters `/_sim/counters` serves."""
+        return self.state.snapshot()
+
+    def write_credentials(self, home: Path) -> dict[str, Path]:
+        """Write fake Gemini and Codex credential files the simulator accepts, under `home`."""
+        gemini = self.state.issue_gemini()
+        g_path = home / ".gemini" / "oauth_creds.json"
+        atomic_write_text(g_path, json.dumps({
+            "access_token": gemini["access_token"], "refresh_token": self.state.new_refresh_token("gemini"),
+            "scope": gemini["scope"], "token_type": "Bearer",
+            "expiry_date": int((time.time() + float(gemini["expires_in"])) * 1000),
+        }, indent=2), mode=0o600)
+        codex = self.state.issue_codex()
+        c_path = home / ".codex" / "auth.json"
+        atomic_write_text(c_path, json.dumps({
+            "auth_mode": "chatgpt", "OPENAI_API_KEY": None,
+            "tokens": {"id_token": codex["id_token"], "access_token": codex["access_token"],
+                       "refresh_token": self.state.new_refresh_token("codex"), "account_id": SIM_ACCOUNT_ID},
+            "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+        }, indent=2), mode=0o600)
+        return {"gemini": g_path, "codex": c_path}
+
+    @staticmethod
+    def oauth_client() -> tuple[str, str]:
+        """The OAuth client id and secret the simulator's token endpoint accepts."""
+        return SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET
+
+    @staticmethod
+    def api_key() -> str:
+        """The Gemini API key the simulator accepts."""
+        return SIM_API_KEY

@@ -1,0 +1,257 @@
+"""The simulator's world: issued tokens, Codex tasks, rate limits, fault scripts and counters."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import secrets as pysecrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparc_cloud.http.clock import RealClock
+from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
+from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
+from sparc_cloud.sim.content import codex_result
+
+SIM_OAUTH_CLIENT_ID = "sim-oauth-client.apps.example"
+SIM_OAUTH_CLIENT_SECRET = "sim-oauth-client-secret"  # noqa: S105 - a fake for the simulator
+SIM_API_KEY = "sim-gemini-api-key-0000"
+SIM_ACCOUNT_ID = "acct-sim-0000-4242"
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+@dataclass
+class SimTask:
+    """One simulated Codex task."""
+
+    id: str
+    index: int
+    environment_id: str
+    prompt: str
+    created_mono: float
+    created_wall: float
+    duration_s: float
+    summary: str
+    diff: str
+    worklog: list[str]
+    script: TaskScript | None = None
+    polls: int = 0
+    detected_mono: float | None = None
+
+    @property
+    def done_mono(self) -> float:
+        """When the task finishes (monotonic)."""
+        return self.created_mono + self.duration_s
+
+
+@dataclass
+class Counters:
+    """What tests and benchmarks read from `/_sim/counters`."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    status_sent: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    unauthorized: int = 0
+    tokens_issued: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    tasks_in_flight_peak: int = 0
+
+
+class SimState:
+    """Shared by every handler thread; every mutation holds `lock`."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.clock = RealClock()
+        self.rng = random.Random(config.seed)  # noqa: S311 - simulation
+        self.counters = Counters()
+        self.tokens: dict[str, tuple[str, float]] = {}  # access token -> (kind, issued monotonic)
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> kind
+        self.tasks: dict[str, SimTask] = {}
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.fault_hits: Counter[int] = Counter()
+        self.limiters = self._limiters(config)
+
+    def _limiters(self, config: SimConfig) -> RateLimiters:
+        limits: dict[Key, RateLimit] = {}
+        for name, spec in config.limits.items():
+            limit = RateLimit(per_minute=spec.per_minute, burst=spec.burst)
+            if name.startswith("codex."):
+                limits[("codex", name.split(".", 1)[1], "*")] = limit
+            else:
+                limits[("gemini", "generate", name)] = limit
+        return RateLimiters(self.clock, limits, time_scale=config.time_scale,
+                            fallback=RateLimit(per_minute=600, burst=60))
+
+    def set_scenario(self, faults: list[Fault], tasks: list[TaskScript]) -> None:
+        """Replace the fault scripts (counts restart)."""
+        with self.lock:
+            self.config = self.config.model_copy(update={"faults": faults, "tasks": tasks})
+            self.calls.clear()
+            self.fault_hits.clear()
+
+    # ------------------------------------------------------------------ tokens
+
+    def issue_gemini(self) -> dict[str, Any]:
+        """A fresh Google-style token answer."""
+        with self.lock:
+            token = "ya29.sim-" + pysecrets.token_hex(16)
+            self.tokens[token] = ("gemini", self.clock.now())
+            self.counters.tokens_issued["gemini"] += 1
+        life = self.config.gemini_token_life_s * self.config.time_scale
+        return {"access_token": token, "expires_in": life, "token_type": "Bearer",
+                "scope": "https://www.googleapis.com/auth/cloud-platform"}
+
+    def new_refresh_token(self, kind: str) -> str:
+        """A refresh token the token endpoints will accept."""
+        token = ("1//sim-" if kind == "gemini" else "rt_sim_") + pysecrets.token_hex(16)
+        with self.lock:
+            self.refresh_tokens[token] = kind
+        return token
+
+    def issue_codex(self) -> dict[str, Any]:
+        """Fresh ChatGPT-style tokens (JWT access token with `exp` and the account claim)."""
+        life = self.config.codex_token_life_s * self.config.time_scale
+        now = time.time()
+        claims = {"exp": now + life, "iat": now,
+                  "https://api.openai.com/auth": {"chatgpt_account_id": SIM_ACCOUNT_ID, "chatgpt_plan_type": "pro"}}
+        access = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.{pysecrets.token_hex(8)}"
+        id_token = f"{_b64({'alg': 'none'})}.{_b64({'email': 'sim@example.invalid', **claims})}.sig"
+        with self.lock:
+            self.tokens[access] = ("codex", self.clock.now())
+            self.counters.tokens_issued["codex"] += 1
+        return {"access_token": access, "id_token": id_token}
+
+    def check_token(self, kind: str, header: str | None) -> str | None:
+        """None when the bearer token is valid, else why not."""
+        if not header or not header.startswith("Bearer "):
+            return "missing bearer token"
+        token = header[len("Bearer "):]
+        with self.lock:
+            known = self.tokens.get(token)
+        if known is None or known[0] != kind:
+            return "unknown token"
+        life = (self.config.gemini_token_life_s if kind == "gemini" else self.config.codex_token_life_s)
+        if self.clock.now() - known[1] > life * self.config.time_scale:
+            return "expired token"
+        return None
+
+    def revoke(self, header: str | None) -> None:
+        """Forget a bearer token (the '401' fault)."""
+        if header and header.startswith("Bearer "):
+            with self.lock:
+                self.tokens.pop(header[len("Bearer "):], None)
+
+    # ------------------------------------------------------------------ faults
+
+    def next_fault(self, endpoint: str, model: str) -> str | None:
+        """Count a call and return the fault to answer it with, if a script says so."""
+        with self.lock:
+            self.calls[(endpoint, model)] += 1
+            n = self.calls[(endpoint, model)]
+            for i, rule in enumerate(self.config.faults):
+                if rule.endpoint != endpoint or (rule.model and rule.model != model):
+                    continue
+                if rule.at_call is not None:
+                    offset = n - rule.at_call
+                    if 0 <= offset < len(rule.responses):
+                        return self._hit(i, rule.responses[offset], endpoint)
+                elif rule.probability is not None:
+                    if rule.max_count is not None and self.fault_hits[i] >= rule.max_count:
+                        continue
+                    if self.rng.random() < rule.probability:
+                        return self._hit(i, rule.responses[self.fault_hits[i] % len(rule.responses)], endpoint)
+            return None
+
+    def _hit(self, index: int, response: str, endpoint: str) -> str:
+        self.fault_hits[index] += 1
+        self.counters.faults[f"{endpoint}:{response}"] += 1
+        return response
+
+    # ------------------------------------------------------------------- tasks
+
+    def latency(self, model: str, prompt: str) -> float:
+        """A seeded latency (scaled seconds) for a model and prompt."""
+        lo, hi = self.config.latency_for(model)
+        digest = hashlib.sha256(f"{self.config.seed}\0{model}\0{prompt}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64
+        return (lo + (hi - lo) * fraction) * self.config.time_scale
+
+    def create_task(self, environment_id: str, prompt: str) -> SimTask:
+        """Register a new task; its lifecycle is a function of time from now on."""
+        summary, diff, worklog = codex_result(prompt, self.config.seed)
+        with self.lock:
+            index = len(self.tasks) + 1
+            task_id = "task_e_" + hashlib.sha256(f"{self.config.seed}:{index}:{prompt}".encode()).hexdigest()[:32]
+            script = next((t for t in self.config.tasks if t.index == index), None)
+            task = SimTask(
+                id=task_id, index=index, environment_id=environment_id, prompt=prompt,
+                created_mono=self.clock.now(), created_wall=time.time(),
+                duration_s=self.latency("codex-task", prompt), summary=summary, diff=diff, worklog=worklog,
+                script=script,
+            )
+            self.tasks[task_id] = task
+            now = self.clock.now()
+            running = sum(1 for t in self.tasks.values() if t.done_mono > now)
+            self.counters.tasks_in_flight_peak = max(self.counters.tasks_in_flight_peak, running)
+            return task
+
+    def task_status(self, task: SimTask) -> str:
+        """pending -> in_progress -> completed (or the scripted end)."""
+        elapsed = self.clock.now() - task.created_mono
+        if task.script and task.script.outcome == "stuck":
+            return "pending" if elapsed < task.duration_s * 0.1 else "in_progress"
+        if elapsed < task.duration_s * 0.1:
+            return "pending"
+        if elapsed < task.duration_s:
+            return "in_progress"
+        if task.script:
+            return task.script.outcome
+        return "completed"
+
+    def record_poll(self, task: SimTask, status: str) -> None:
+        """Count a poll and when completion was first seen."""
+        with self.lock:
+            task.polls += 1
+            if status == "completed" and task.detected_mono is None:
+                task.detected_mono = self.clock.now()
+
+    # ---------------------------------------------------------------- counters
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters as JSON (durations in real seconds, detection delays included)."""
+        with self.lock:
+            c = self.counters
+            tasks = {
+                t.id: {
+                    "index": t.index,
+                    "polls": t.polls,
+                    "detection_delay_s": (round(t.detected_mono - t.done_mono, 4)
+                                          if t.detected_mono is not None else None),
+                }
+                for t in self.tasks.values()
+            }
+            return {
+                "requests": dict(c.requests),
+                "status_sent": dict(c.status_sent),
+                "rate_limited": dict(c.rate_limited),
+                "rate_limited_total": sum(c.rate_limited.values()),
+                "faults": dict(c.faults),
+                "unauthorized": c.unauthorized,
+                "tokens_issued": dict(c.tokens_issued),
+                "peak_concurrency": c.peak_in_flight,
+                "peak_tasks_in_flight": c.tasks_in_flight_peak,
+                "tasks": tasks,
+                "time_scale": self.config.time_scale,
+            }
