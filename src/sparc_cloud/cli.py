@@ -122,15 +122,19 @@ def run(
 
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
                              resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config)
-        _install_sigint(options.cancel)
-        outcome = run_pipeline(options)
+        previous = _install_sigint(options.cancel)
+        try:
+            outcome = run_pipeline(options)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
     typer.echo(outcome.message, err=outcome.exit_code != 0)
     raise typer.Exit(outcome.exit_code)
 
 
-def _install_sigint(cancel: threading.Event) -> None:
+def _install_sigint(cancel: threading.Event) -> Any:
     """First Ctrl-C: stop the run cleanly (journal kept, exit 130). Second: stop at once."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -140,7 +144,8 @@ def _install_sigint(cancel: threading.Event) -> None:
         typer.echo("\ninterrupted: stopping (press Ctrl-C again to quit at once)", err=True)
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
+        return signal.signal(signal.SIGINT, handler)
+    return None
 
 
 @app.command()

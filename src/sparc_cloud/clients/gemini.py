@@ -153,8 +153,12 @@ class GeminiClient:
     def project_id(self) -> str:
         """The Code Assist project: configured, else discovered once with loadCodeAssist."""
         with self._project_lock:
+            configured = self.config.project
+            if configured and configured.isdigit():
+                raise ConfigError(f"GOOGLE_CLOUD_PROJECT is set to a project number ({configured}); set it to the "
+                                  "project id instead.")
             if self._project is None:
-                self._project = self._discover_project()
+                self._project = configured or self._discover_project()
             return self._project
 
     # ---------------------------------------------------------------- details

@@ -104,7 +104,7 @@ def parse_error_body(text: str) -> ErrorBody:
             message=str(err.get("message") or err.get("type") or ""),
             status_text=str(err.get("status") or ""),
             details=details,
-            codex_type=str(err.get("type") or err.get("code") or ""),
+            codex_type=next((v for v in (err.get("type"), err.get("code")) if isinstance(v, str)), ""),
             resets_at=float(resets) if isinstance(resets, int | float) else None,
         )
     if isinstance(err, str):

@@ -1,0 +1,61 @@
+"""Shared fixtures: an isolated HOME and environment, a fast simulator, clients aimed at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.http.clock import RealClock
+from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.settings import Settings
+from sparc_cloud.sim import SimConfig, Simulator
+
+FAST = 0.002  # simulator time scale for tests: a 20 s call takes 40 ms
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME and cwd, and no SPARC_/Gemini/Codex variables from the machine."""
+    for name in list(os.environ):
+        if name.startswith(("SPARC_", "GEMINI_", "GOOGLE_", "CODEX_")):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A simulator at the test time scale."""
+    with Simulator(SimConfig(time_scale=FAST)) as simulator:
+        yield simulator
+
+
+def sim_settings(simulator: Simulator, home: Path, **extra: object) -> Settings:
+    """Settings that aim both clients at `simulator`, with credential files under `home`."""
+    paths = simulator.write_credentials(home)
+    client_id, client_secret = simulator.oauth_client()
+    values: dict[str, object] = {
+        "gemini_base_url": simulator.gemini_base_url, "gemini_api_base_url": simulator.url,
+        "gemini_oauth_token_url": simulator.url + "/token", "gemini_creds": paths["gemini"],
+        "gemini_oauth_client_id": client_id, "gemini_oauth_client_secret": client_secret,
+        "codex_base_url": simulator.codex_base_url, "codex_auth": paths["codex"], "codex_refresh": True,
+        "codex_refresh_url": simulator.url + "/oauth/token", "gemini_refresh_command": "",
+    }
+    values.update(extra)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def ctx(sim: Simulator, isolated_env: Path) -> ClientContext:
+    """A client context aimed at the simulator, scaled like it."""
+    settings = sim_settings(sim, isolated_env)
+    return ClientContext(settings=settings, clock=RealClock(), secrets=SecretRegistry(), time_scale=FAST)
