@@ -13,7 +13,7 @@ from sparc_cloud.bundle import AgentRecord, Usage, utc_now
 from sparc_cloud.clients.codex import CodexClient, TaskDetails
 from sparc_cloud.clients.gemini import GeminiClient
 from sparc_cloud.errors import Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
-from sparc_cloud.events import Event, EventBus
+from sparc_cloud.events import Event, EventBus, EventKind
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.retry import RetryNotice
 from sparc_cloud.phases import AgentSpec, Output, Plan, inputs_hash, render_prompt
@@ -93,7 +93,7 @@ class AgentExecutor:
             if notice.rate_limited:
                 throttle["rate_limited"] += 1
                 throttle["throttled_s"] += notice.wait_s
-            kind = "agent_rate_limited" if notice.rate_limited else "agent_retrying"
+            kind: EventKind = "agent_rate_limited" if notice.rate_limited else "agent_retrying"
             status = f"HTTP {notice.status}" if notice.status else "network error"
             self.bus.emit(Event(kind, agent.id, agent.phase,
                                 f"{notice.endpoint}: {status}, retry {notice.attempt} in {notice.wait_s:.1f} s",

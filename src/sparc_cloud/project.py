@@ -184,7 +184,7 @@ def _describe(error: dict[str, Any]) -> str:
         return "is required but missing"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         return f"has the wrong type: {msg.lower()} (got {error.get('input')!r})"
-    return msg.removeprefix("Value error, ")
+    return str(msg).removeprefix("Value error, ")
 
 
 def parse_project(text: str, source: str) -> Project:

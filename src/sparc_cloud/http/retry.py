@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from sparc_cloud.errors import MalformedResponse, RateLimited, RetryableError, RetriesExhausted
+from sparc_cloud.errors import MalformedResponse, RateLimited, RetriesExhausted, RetryableError
 from sparc_cloud.http.clock import Clock
 
 T = TypeVar("T")
@@ -72,13 +72,13 @@ def call_with_retry(
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        backoff = min(policy.max_backoff_s, policy.initial_s * 2 ** (state.attempt_number - 1)) * scale
+        exponent = float(state.attempt_number - 1)
+        backoff = min(policy.max_backoff_s, policy.initial_s * 2.0**exponent) * scale
         backoff *= 1 + rand.uniform(-policy.jitter, policy.jitter)
-        hint = exc.delay if isinstance(exc, RetryableError) and exc.delay is not None else 0.0
-        if hint:
-            hint *= 1 + rand.uniform(0, 0.1)
-        return min(policy.max_wait_s * scale if not hint else max(policy.max_wait_s * scale, hint),
-                   max(hint, backoff))
+        hint = float(exc.delay) if isinstance(exc, RetryableError) and exc.delay is not None else 0.0
+        hint *= 1 + rand.uniform(0, 0.1)
+        cap = max(policy.max_wait_s * scale, hint)  # never wait less than the server asked
+        return float(min(cap, max(hint, backoff)))
 
     def stop(state: RetryCallState) -> bool:
         if state.attempt_number >= policy.max_attempts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -68,8 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.counters.status_sent[str(status)] += 1
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._raw
 
     def _json_body(self, google: bool) -> Any:
         raw = self._body()
@@ -82,13 +82,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _dispatch(self, method: str) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        # Read the whole body first: an early answer must not leave it in a kept-alive connection.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""
         try:
             self._route(method, path)
         except _Reply as reply:
@@ -466,7 +467,8 @@ class Simulator:
 
     def start(self) -> Simulator:
         """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sparc-sim", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="sparc-sim", daemon=True)
         self._thread.start()
         return self
 

@@ -193,7 +193,7 @@ class SimState:
         summary, diff, worklog = codex_result(prompt, self.config.seed)
         with self.lock:
             index = len(self.tasks) + 1
-            task_id = "task_e_" + hashlib.sha256(f"{self.config.seed}:{index}:{prompt}".encode()).hexdigest()[:32]
+            task_id = "task_e_" + pysecrets.token_hex(16)  # unique like the real ids; content stays seeded
             script = next((t for t in self.config.tasks if t.index == index), None)
             task = SimTask(
                 id=task_id, index=index, environment_id=environment_id, prompt=prompt,
