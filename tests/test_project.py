@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sparc_cloud.catalog import builtin_projects
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.phases import Output, build_plan, parse_phase_selection, render_prompt
-from sparc_cloud.project import builtin_projects, load_project, load_templates
+from sparc_cloud.project import load_project, load_templates
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "memory-extension.toml"
 

@@ -156,7 +156,9 @@ class AgentExecutor:
             self.bus.emit(Event("agent_polled", agent.id, agent.phase, details.status.value,
                                 {"task_id": task_id, "status": details.status.value}))
 
-        details, polls = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll, on_retry=on_retry)
+        details, polls = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+        if details.updated_at is not None:
+            record.detection_delay_s = round(max(0.0, self.clock.wall() - details.updated_at), 3)
         record.output_text = details.text
         record.diff = details.diff
         record.worklog = details.worklog

@@ -61,6 +61,7 @@ class AgentRecord(BaseModel):
     diff: str | None = None
     worklog: list[str] | None = None
     polls: int | None = None
+    detection_delay_s: float | None = None
 
 
 class PhaseRecord(BaseModel):

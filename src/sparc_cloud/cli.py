@@ -156,7 +156,7 @@ def projects() -> None:
 
       sparc-cloud projects
     """
-    from sparc_cloud.project import builtin_projects
+    from sparc_cloud.catalog import builtin_projects
 
     for name, summary in builtin_projects().items():
         typer.echo(f"{name:<24} {summary}")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparc_cloud.catalog import builtin_projects, builtin_text
 from sparc_cloud.errors import ConfigError
 
 Backend = Literal["gemini", "codex"]
@@ -155,16 +156,6 @@ class Project(_Strict):
         return prompts
 
 
-def builtin_projects() -> dict[str, str]:
-    """Built-in project names -> their first comment line."""
-    out: dict[str, str] = {}
-    for entry in resources.files("sparc_cloud.projects").iterdir():
-        if entry.name.endswith(".toml"):
-            first = entry.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
-            out[entry.name.removesuffix(".toml")] = first
-    return dict(sorted(out.items()))
-
-
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
     """Best effort: the line where the innermost named key of `loc` appears."""
     names = [p for p in loc if isinstance(p, str)]
@@ -222,7 +213,7 @@ def load_project(ref: str) -> tuple[Project, str]:
     if ref not in builtins:
         raise ConfigError(f"No built-in project named {ref!r} and no such file. Built-in projects: "
                           f"{', '.join(builtins)}; or give a path to a .toml file.")
-    text = resources.files("sparc_cloud.projects").joinpath(f"{ref}.toml").read_text(encoding="utf-8")
+    text = builtin_text(ref)
     return parse_project(text, f"built-in project {ref}"), f"builtin:{ref}"
 
 

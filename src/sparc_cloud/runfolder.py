@@ -96,14 +96,21 @@ class RunFolder:
     # ----------------------------------------------------------------- journal
 
     def append_journal(self, run_id: str, record: AgentRecord) -> None:
-        """One line per finished agent, flushed and fsynced: the checkpoint."""
+        """One line per finished agent, flushed at once: the checkpoint.
+
+        A flushed line is in the operating system's hands and survives the process being killed; `sync()`
+        (called at each phase end, before the bundle is written) makes it survive a power cut too."""
         if self._journal is None:
             self._journal = self.journal_path.open("a", encoding="utf-8")
         line = json.dumps({"run_id": run_id, "record": record.model_dump(mode="json")}, ensure_ascii=False)
         self._journal.write(line + "\n")
         self._journal.flush()
-        os.fsync(self._journal.fileno())
         self.journal_bytes += len(line.encode("utf-8")) + 1
+
+    def sync(self) -> None:
+        """fsync the journal."""
+        if self._journal is not None:
+            os.fsync(self._journal.fileno())
 
     def read_journal(self, run_id: str) -> list[AgentRecord]:
         """The journal's records of `run_id`, in order; a torn last line is skipped with a warning."""
@@ -131,7 +138,8 @@ class RunFolder:
         return load_bundle(self.bundle_path)
 
     def write_bundle(self, bundle: Bundle) -> None:
-        """Atomically (temp, fsync, rename)."""
+        """Atomically (temp, fsync, rename), after the journal is on disk."""
+        self.sync()
         atomic_write_text(self.bundle_path, bundle.model_dump_json(indent=2))
 
     # ---------------------------------------------------------------- markdown

@@ -19,6 +19,7 @@ import requests
 
 from sparc_cloud import __version__
 from sparc_cloud.clients.auth import CodexAuth
+from sparc_cloud.clients.polling import PollPolicy, PollScheduler
 from sparc_cloud.errors import (
     AuthError,
     ConfigError,
@@ -78,16 +79,7 @@ class TaskDetails:
     worklog: list[str] = field(default_factory=list)
     error: str | None = None
     turn_id: str | None = None
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """Adaptive polling: fast at first, slower later, bounded by a timeout (all scaled)."""
-
-    initial_s: float = 5.0
-    growth: float = 1.5
-    max_s: float = 30.0
-    time_scale: float = 1.0
+    updated_at: float | None = None  # epoch seconds, when the server last changed the task
 
 
 def _turn_status(turn: Any) -> TaskStatus | None:
@@ -190,6 +182,7 @@ def parse_details(body: dict[str, Any], task_id: str) -> TaskDetails:
         worklog=worklog,
         error=turn_error(assistant),
         turn_id=str(assistant["id"]) if isinstance(assistant, dict) and assistant.get("id") else None,
+        updated_at=float(task["updated_at"]) if isinstance((task or {}).get("updated_at"), int | float) else None,
     )
 
 
@@ -222,6 +215,7 @@ class CodexClient:
         self.timeout_s = timeout_s
         self._env_cache: list[Environment] | None = None
         self._env_lock = threading.Lock()
+        self._poller: PollScheduler | None = None
 
     def __repr__(self) -> str:
         return f"CodexClient(prefix={self.prefix!r})"
@@ -267,8 +261,12 @@ class CodexClient:
         json_body: Any = None,
         params: dict[str, str] | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
+        slot_taken: bool = False,
     ) -> tuple[Any, int]:
+        """One call under the retry policy; each attempt takes a limiter slot (the first one may have been
+        taken by the caller already: `slot_taken`)."""
         url = self.prefix + path
+        first = [slot_taken]
 
         def send(token: str) -> Any:
             return exchange(
@@ -278,7 +276,10 @@ class CodexClient:
             )
 
         def attempt() -> Any:
-            self.limiters.acquire(key)
+            if first[0]:
+                first[0] = False
+            else:
+                self.limiters.acquire(key)
             token = self.auth.token()
             try:
                 return send(token)
@@ -333,13 +334,25 @@ class CodexClient:
                                     endpoint="codex create task")
         return str(task_id)
 
-    def task_details(self, task_id: str, *, on_retry: Callable[[RetryNotice], None] | None = None) -> TaskDetails:
+    def task_details(self, task_id: str, *, on_retry: Callable[[RetryNotice], None] | None = None,
+                     slot_taken: bool = False) -> TaskDetails:
         """GET /tasks/{id} (one poll, counted against the shared poll budget)."""
         data, _ = self._request("GET", f"/tasks/{quote(task_id, safe='')}", key=self._poll_key(),
-                                endpoint=f"codex task {task_id}", on_retry=on_retry)
+                                endpoint=f"codex task {task_id}", on_retry=on_retry, slot_taken=slot_taken)
         if not isinstance(data, dict):
             raise MalformedResponse(f"codex task {task_id}: the answer is not a JSON object")
         return parse_details(data, task_id)
+
+    def poller(self) -> PollScheduler:
+        """The account's poll scheduler (one per client, created on first use)."""
+        with self._env_lock:
+            if self._poller is None:
+                self._poller = PollScheduler(
+                    lambda task_id: self.task_details(task_id, slot_taken=True),
+                    lambda details: isinstance(details, TaskDetails) and details.status.finished,
+                    limiters=self.limiters, key=self._poll_key(), clock=self.clock, policy=self.poll,
+                )
+            return self._poller
 
     def wait(
         self,
@@ -347,37 +360,35 @@ class CodexClient:
         *,
         timeout_s: float,
         on_poll: Callable[[TaskDetails], None] | None = None,
-        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> tuple[TaskDetails, int]:
-        """Poll until the task finishes; return its details and the number of polls.
+        """Wait for the task through the shared poller; return its details and how often it was polled.
 
-        Raises TaskFailed (failed/cancelled, with the server's message) or TaskTimeout."""
-        start = self.clock.now()
-        interval = self.poll.initial_s * self.poll.time_scale
-        polls = 0
-        last = TaskStatus.PENDING
-        while True:
-            remaining = timeout_s - (self.clock.now() - start)
-            if remaining <= 0:
-                raise TaskTimeout(
-                    f"Codex task {task_id} did not finish within {timeout_s:.0f} s (last status: {last.value}). "
-                    f"It may still finish: open https://chatgpt.com/codex/tasks/{task_id}, or raise "
-                    "SPARC_AGENT_TIMEOUT_S.",
-                    task_id=task_id, last_status=last.value,
-                )
-            self.clock.sleep(min(interval, remaining))
-            details = self.task_details(task_id, on_retry=on_retry)
-            polls += 1
-            last = details.status
+        Raises TaskFailed (failed/cancelled, with the server's message) or TaskTimeout (with the task id
+        and the last status seen)."""
+        last = [TaskStatus.PENDING]
+
+        def seen(details: object) -> None:
+            assert isinstance(details, TaskDetails)
+            last[0] = details.status
             if on_poll:
                 on_poll(details)
-            if details.status == TaskStatus.COMPLETED:
-                return details, polls
-            if details.status.finished:
-                reason = details.error or "no error message"
-                raise TaskFailed(f"Codex task {task_id} ended {details.status.value}: Task failed: {reason}",
-                                 task_id=task_id, status=details.status.value)
-            interval = min(self.poll.max_s * self.poll.time_scale, interval * self.poll.growth)
+
+        result, polls, error = self.poller().wait(task_id, timeout_s=timeout_s, on_poll=seen)
+        if error is not None:
+            raise error
+        if result is None:
+            raise TaskTimeout(
+                f"Codex task {task_id} did not finish within {timeout_s:.0f} s (last status: {last[0].value}). "
+                f"It may still finish: open https://chatgpt.com/codex/tasks/{task_id}, or raise "
+                "SPARC_AGENT_TIMEOUT_S.",
+                task_id=task_id, last_status=last[0].value,
+            )
+        assert isinstance(result, TaskDetails)
+        if result.status != TaskStatus.COMPLETED:
+            reason = result.error or "no error message"
+            raise TaskFailed(f"Codex task {task_id} ended {result.status.value}: Task failed: {reason}",
+                             task_id=task_id, status=result.status.value)
+        return result, polls
 
     def list_tasks(
         self, *, limit: int | None = None, cursor: str | None = None, environment_id: str | None = None,

@@ -8,8 +8,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth
-from sparc_cloud.clients.codex import CodexClient, PollPolicy
+from sparc_cloud.clients.codex import CodexClient
 from sparc_cloud.clients.gemini import DEFAULT_FALLBACK, GeminiClient, GeminiConfig
+from sparc_cloud.clients.polling import PollPolicy
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryPolicy

@@ -58,11 +58,15 @@ class RateLimiters:
         *,
         time_scale: float = 1.0,
         fallback: RateLimit = FALLBACK_LIMIT,
+        safety_s: float = 0.010,
     ) -> None:
         self.clock = clock
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
         self.time_scale = time_scale
         self.fallback = fallback
+        # A throttled request waits this much longer than its slot: the server counts arrivals, and a
+        # request that travels faster than an earlier one must not arrive ahead of its slot.
+        self.safety_s = safety_s
         self._buckets: dict[Key, _Bucket] = {}
         self._lock = threading.Lock()
 
@@ -88,7 +92,7 @@ class RateLimiters:
             allow_at = tat - tolerance
             bucket.tat = tat + interval
             bucket.acquired += 1
-            delay = max(0.0, allow_at - now)
+            delay = allow_at - now + self.safety_s if allow_at > now else 0.0
             bucket.waited_s += delay
             return delay
 

@@ -25,6 +25,7 @@ from sparc_cloud.sim.state import (
     SIM_OAUTH_CLIENT_SECRET,
     SimState,
     SimTask,
+    prompt_digest,
 )
 
 _CODEX_PREFIX = re.compile(r"^(?:/backend-api/wham|/backend-api/codex|/api/codex)(/.*)$")
@@ -128,6 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _control(self, method: str, path: str) -> None:
         if path == "/_sim/counters" and method == "GET":
             raise _Reply(200, self.state.snapshot())
+        if path == "/_sim/served" and method == "GET":
+            with self.state.lock:
+                served = [{"kind": k, "model": m, "prompt_sha256": d, "service_s": round(t, 6)}
+                          for k, m, d, t in self.state.served]
+            raise _Reply(200, {"served": served})
         if path == "/_sim/health":
             raise _Reply(200, {"ok": True})
         if path == "/_sim/scenario" and method == "POST":
@@ -237,12 +243,14 @@ class _Handler(BaseHTTPRequestHandler):
             str(p.get("text", "")) for c in contents if isinstance(c, dict)
             for p in c.get("parts") or [] if isinstance(p, dict)
         )
+        latency = self.state.latency(model, prompt)
         with self.state.lock:
             c = self.state.counters
             c.in_flight += 1
             c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+            self.state.served.append(("gemini", model, prompt_digest(prompt), latency))
         try:
-            time.sleep(self.state.latency(model, prompt))
+            time.sleep(latency)
         finally:
             with self.state.lock:
                 self.state.counters.in_flight -= 1
@@ -421,6 +429,7 @@ def _details_body(task: SimTask, status: str, state: SimState) -> dict[str, Any]
     return {
         "task": {"id": task.id, "title": _title(task), "archived": False, "external_pull_requests": [],
                  "created_at": task.created_wall, "environment_id": task.environment_id,
+                 "updated_at": task.created_wall + (task.duration_s if finished else 0.0),
                  "current_turn_id": turn_id, "has_unread_turn": finished},
         "current_user_turn": {"id": f"{task.id}~usrtrn", "turn_status": "completed", "input_items": [
             {"type": "message", "role": "user", "content": [{"content_type": "text", "text": task.prompt}]}]},

@@ -24,6 +24,11 @@ SIM_API_KEY = "sim-gemini-api-key-0000"
 SIM_ACCOUNT_ID = "acct-sim-0000-4242"
 
 
+def prompt_digest(prompt: str) -> str:
+    """The key benchmarks use to match a served request to an agent."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
 def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
@@ -82,6 +87,8 @@ class SimState:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.fault_hits: Counter[int] = Counter()
         self.limiters = self._limiters(config)
+        # (kind, model, sha256 of the prompt, service seconds): what benchmarks need for their lower bounds
+        self.served: list[tuple[str, str, str, float]] = []
 
     def _limiters(self, config: SimConfig) -> RateLimiters:
         limits: dict[Key, RateLimit] = {}
@@ -202,6 +209,7 @@ class SimState:
                 script=script,
             )
             self.tasks[task_id] = task
+            self.served.append(("codex", "codex", prompt_digest(prompt), task.duration_s))
             now = self.clock.now()
             running = sum(1 for t in self.tasks.values() if t.done_mono > now)
             self.counters.tasks_in_flight_peak = max(self.counters.tasks_in_flight_peak, running)
