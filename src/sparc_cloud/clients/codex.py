@@ -167,6 +167,10 @@ def turn_error(turn: Any) -> str | None:
     return str(code or message) or None
 
 
+def _epoch(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
 def parse_details(body: dict[str, Any], task_id: str) -> TaskDetails:
     """Status, text, diff, worklog and error of a task-details answer."""
     diff_turn, assistant = body.get("current_diff_task_turn"), body.get("current_assistant_turn")
@@ -182,7 +186,7 @@ def parse_details(body: dict[str, Any], task_id: str) -> TaskDetails:
         worklog=worklog,
         error=turn_error(assistant),
         turn_id=str(assistant["id"]) if isinstance(assistant, dict) and assistant.get("id") else None,
-        updated_at=float(task["updated_at"]) if isinstance((task or {}).get("updated_at"), int | float) else None,
+        updated_at=_epoch((task or {}).get("updated_at")),
     )
 
 
