@@ -9,37 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from sparc_cloud.cli import app
 from sparc_cloud.runfolder import RunFolder
-
-FAST = "0.002"
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def sim_run(out: Path, *extra: str) -> tuple[int, str]:
-    return cli("run", "--project", "memory-extension", "--backend", "sim", "--sim-time-scale", FAST,
-               "--output", str(out), "--no-progress", *extra)
-
-
-def bundle(out: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((out / "bundle.json").read_text(encoding="utf-8"))
-
-
-def agents(data: dict) -> dict[str, dict]:  # type: ignore[type-arg]
-    return {a["id"]: a for p in data["phases"] for a in p["agents"]}
-
-
-def scenario(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "scenario.toml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
+from tests.cliutil import agents, bundle, cli, scenario, sim_run
 
 
 def test_full_run_writes_the_whole_run_folder(tmp_path: Path) -> None:

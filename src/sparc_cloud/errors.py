@@ -125,3 +125,7 @@ class RetriesExhausted(SparcError):
         super().__init__(message)
         self.attempts = attempts
         self.status = status
+
+
+class RunFolderWriteError(SparcError):
+    """The run folder stopped accepting writes mid-run (disk full, permissions changed)."""

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
-from sparc_cloud.errors import AuthError, Cancelled, ConfigError, SparcError
+from sparc_cloud.errors import AuthError, Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit
@@ -166,6 +166,9 @@ def run(options: RunOptions) -> RunOutcome:
                 records = existing.records()
                 for rec in folder.read_journal(existing.run_id):
                     records[rec.id] = rec
+                for warning in folder.warnings:
+                    if options.console is not None:
+                        options.console.write(warning + "\n")
             elif options.resume:
                 raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json. Run without --resume.")
         _check_prerequisites(plan, selected, records, str(folder.bundle_path), options.project)
@@ -268,16 +271,27 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     run_agents = [a for a in plan.agents if a.phase in selected]
     reuse = records if options.resume else {}
     prior = {aid: rec for aid, rec in records.items() if plan.by_id.get(aid) and plan.by_id[aid].phase not in selected}
+    # In sim mode every duration is simulated time: timeouts and deadlines shrink with the time scale.
+    scale = ctx.time_scale
     executor = AgentExecutor(plan, backends, bus=bus, clock=ctx.clock, secrets=secrets, reuse=reuse,
-                             agent_timeout_s=settings.agent_timeout_s * (ctx.time_scale if ctx.time_scale < 1 else 1))
+                             agent_timeout_s=settings.agent_timeout_s * scale)
 
     def on_started(agent: object) -> None:
         return None
 
     def on_finished(record: AgentRecord) -> None:
-        folder.append_journal(bundle.run_id, record)
-        folder.write_outputs(record)
         phases[record.phase].agents.append(record)
+        try:
+            folder.append_journal(bundle.run_id, record)
+            folder.write_outputs(record)
+        except OSError as exc:
+            options.cancel.set()
+            raise RunFolderWriteError(
+                f"Writing to the run folder {folder.path} failed ({exc.strerror or exc}) after {record.id} finished. "
+                f"Every agent that finished before it is saved in {folder.journal_path}. Free some space (or fix "
+                f"the folder's permissions), then continue with `sparc-cloud run --project {options.project} "
+                f"--resume{' --output ' + str(options.output) if options.output else ''}`."
+            ) from None
 
     def on_phase_done(number: int) -> None:
         phase = phases[number]
@@ -296,7 +310,8 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                                           f"{options.backend} -> {folder.path}"))
     runner = Runner(run_agents, executor, prior=prior, concurrency=settings.concurrency, cancel=options.cancel,
                     clock=ctx.clock, hooks=RunnerHooks(on_started, on_finished, on_phase_done),
-                    fail_fast=options.fail_fast, deadline_s=settings.run_deadline_s)
+                    fail_fast=options.fail_fast,
+                    deadline_s=settings.run_deadline_s * scale if settings.run_deadline_s else None)
     exit_code = 0
     try:
         done = runner.run()

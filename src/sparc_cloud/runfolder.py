@@ -32,6 +32,7 @@ class RunFolder:
         self._lock_handle: IO[str] | None = None
         self._journal: IO[str] | None = None
         self.journal_bytes = 0
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -127,8 +128,10 @@ class RunFolder:
                     continue
                 out.append(AgentRecord.model_validate(item["record"]))
             except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("journal line %d of %s is damaged (a run was probably killed while writing it); "
-                            "it was ignored", number, self.journal_path)
+                warning = (f"warning: line {number} of {self.journal_path} is damaged (a run was probably killed "
+                           "while writing it); it was ignored and that agent will run again")
+                self.warnings.append(warning)
+                log.warning(warning)
         return out
 
     # ------------------------------------------------------------------ bundle

@@ -109,8 +109,9 @@ class Runner:
             left_in_phase[agent.phase] -= 1
             if left_in_phase[agent.phase] == 0:
                 self.hooks.on_phase_done(agent.phase)
-            if record.status != "completed" and self.fail_fast and self.stop_reason is None:
-                self.stop_reason = f"--fail-fast stopped the run after {record.id} {record.status}"
+            if record.status == "failed" and self.fail_fast and self.stop_reason is None:
+                self.stop_reason = f"--fail-fast stopped the run after {record.id} failed"
+                self.cancel.set()  # in-flight agents stop waiting (polls, retries) and are recorded as stopped
             for child in dependents[record.id]:
                 if record.status != "completed":
                     doomed.setdefault(child, f"dependency {record.id} {record.status}")

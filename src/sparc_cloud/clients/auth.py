@@ -164,10 +164,14 @@ class GeminiOAuth:
         except ValueError:
             body = {}
         if resp.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
-            code = body.get("error", "") if isinstance(body, dict) else ""
-            desc = body.get("error_description", "") if isinstance(body, dict) else ""
+            err = body.get("error", "") if isinstance(body, dict) else ""
+            if isinstance(err, dict):  # a google.rpc envelope rather than an OAuth error
+                code, desc = str(err.get("status", "")), str(err.get("message", ""))
+            else:
+                code, desc = str(err), str(body.get("error_description", "")) if isinstance(body, dict) else ""
+            detail = ": ".join(part for part in (code, desc) if part)
             raise AuthError(
-                f"Refreshing the Gemini token failed (HTTP {resp.status_code} {code}: {desc}). "
+                f"Refreshing the Gemini token failed (HTTP {resp.status_code}{' ' + detail if detail else ''}). "
                 f"{GEMINI_LOGIN_HINT}"
             )
         new = dict(self._data)

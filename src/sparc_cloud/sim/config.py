@@ -18,7 +18,7 @@ Endpoint = Literal[
 ]
 FAULT_RESPONSES = (
     "400", "401", "403", "404", "500", "502", "503", "504", "429", "quota-daily", "capacity", "truncated",
-    "malformed", "empty", "error-200", "reset",
+    "malformed", "empty", "error-200", "reset", "huge",
 )
 
 
