@@ -54,10 +54,11 @@ def test_full_run_writes_the_whole_run_folder(tmp_path: Path) -> None:
     assert "13 completed" in output
 
 
-def test_rerun_phase_4_keeps_phases_1_to_3_and_marks_5_stale(tmp_path: Path) -> None:
+def test_rerun_phase_4_keeps_phases_1_to_3_and_marks_5_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     assert sim_run(out)[0] == 0
     before = bundle(out)
+    monkeypatch.setenv("SPARC_SIM_SEED", "2")  # the rerun's code differs, so phase 5's inputs changed
     code, output = sim_run(out, "--phases", "4")
     assert code == 0, output
     after = bundle(out)
@@ -69,6 +70,13 @@ def test_rerun_phase_4_keeps_phases_1_to_3_and_marks_5_stale(tmp_path: Path) -> 
     new_tasks = {a["task_id"] for a in after["phases"][3]["agents"]}
     assert new_tasks.isdisjoint({a["task_id"] for a in before["phases"][3]["agents"]})
     assert [s["mode"] for s in after["sessions"]] == ["run", "rerun"]
+
+
+def test_a_rerun_that_changes_nothing_marks_nothing_stale(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out)[0] == 0
+    assert sim_run(out, "--phases", "3")[0] == 0  # same seed: the same architecture, so 4 and 5 stay valid
+    assert [p["stale"] for p in bundle(out)["phases"]] == [False] * 5
 
 
 def test_rerun_without_its_prerequisites_exits_2_naming_the_phase(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sparc_cloud.bundle import AgentRecord, Usage, utc_now
 from sparc_cloud.clients.codex import CodexClient, TaskDetails
 from sparc_cloud.clients.gemini import GeminiClient
+from sparc_cloud.costs import Budget, BudgetExceeded
 from sparc_cloud.errors import Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
 from sparc_cloud.events import Event, EventBus, EventKind
 from sparc_cloud.http.clock import Clock
@@ -62,6 +63,7 @@ class AgentExecutor:
         secrets: SecretRegistry,
         reuse: Mapping[str, AgentRecord],
         agent_timeout_s: float,
+        budget: Budget | None = None,
     ) -> None:
         self.plan = plan
         self.backends = backends
@@ -70,19 +72,40 @@ class AgentExecutor:
         self.secrets = secrets
         self.reuse = reuse
         self.agent_timeout_s = agent_timeout_s
+        self.budget = budget
+
+    def digest(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> str:
+        """The inputs hash the agent would have with these dependency records."""
+        outputs = {aid: Output(r.output_text, r.diff) for aid, r in deps.items()}
+        system, prompt = render_prompt(self.plan, agent, outputs)
+        return inputs_hash(agent, system, prompt)
+
+    def _same_place(self, agent: AgentSpec, earlier: AgentRecord) -> bool:
+        """A Codex result is reusable only from the same environment and branch."""
+        if agent.backend != "codex":
+            return True
+        return (earlier.environment_id, earlier.branch) == (self.backends.codex_environment_id,
+                                                              self.backends.codex_branch)
 
     def __call__(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> AgentRecord:
         outputs = {aid: Output(r.output_text, r.diff) for aid, r in deps.items()}
         system, prompt = render_prompt(self.plan, agent, outputs)
-        extra = f"{self.backends.codex_environment_id}|{self.backends.codex_branch}" if agent.backend == "codex" else ""
-        digest = inputs_hash(agent, system, prompt, extra)
+        digest = inputs_hash(agent, system, prompt)
         earlier = self.reuse.get(agent.id)
-        if earlier is not None and earlier.status == "completed" and earlier.inputs_hash == digest:
+        if (earlier is not None and earlier.status == "completed" and earlier.inputs_hash == digest
+                and self._same_place(agent, earlier)):
             self.bus.emit(Event("agent_reused", agent.id, agent.phase, "same inputs as the earlier run"))
             return earlier.model_copy(update={"reused": True})
         record = AgentRecord(id=agent.id, phase=agent.phase, title=agent.title, backend=agent.backend,
                              model=agent.model, depends_on=list(agent.depends_on), status="failed",
                              inputs_hash=digest, started_at=utc_now())
+        if self.budget is not None:
+            try:
+                self.budget.admit(agent.id, agent.model, (len(system) + len(prompt)) // 4)
+            except BudgetExceeded as exc:
+                record.status, record.error, record.finished_at = "skipped", str(exc), utc_now()
+                self.bus.emit(Event("agent_skipped", agent.id, agent.phase, str(exc)))
+                return record
         self.bus.emit(Event("agent_started", agent.id, agent.phase, f"{agent.backend} {agent.model}",
                             {"model": agent.model, "backend": agent.backend}))
         started = self.clock.now()
@@ -100,11 +123,16 @@ class AgentExecutor:
                                 {"endpoint": notice.endpoint, "status": notice.status, "wait_s": notice.wait_s,
                                  "attempt": notice.attempt}))
 
+        def on_wait(seconds: float, why: str) -> None:
+            throttle["throttled_s"] += seconds
+            self.bus.emit(Event("agent_waiting", agent.id, agent.phase, f"waiting {seconds:.1f} s for the {why}",
+                                {"wait_s": seconds, "why": why}))
+
         try:
             if agent.backend == "gemini":
-                self._run_gemini(agent, system, prompt, record, on_retry)
+                self._run_gemini(agent, system, prompt, record, on_retry, on_wait)
             else:
-                self._run_codex(agent, system, prompt, record, on_retry)
+                self._run_codex(agent, system, prompt, record, on_retry, on_wait)
             record.status = "completed"
         except Cancelled:
             raise
@@ -118,6 +146,8 @@ class AgentExecutor:
             log.exception("agent %s hit an internal error", agent.id)
             record.error = self.secrets.redact(f"internal error: {type(exc).__name__}: {exc}")
         record.latency_s = round(self.clock.now() - started, 3)
+        if self.budget is not None:
+            self.budget.settle(record)
         record.finished_at = utc_now()
         record.rate_limited = int(throttle["rate_limited"])
         record.throttled_s = round(float(throttle["throttled_s"]), 3)
@@ -130,10 +160,11 @@ class AgentExecutor:
         return record
 
     def _run_gemini(self, agent: AgentSpec, system: str, prompt: str, record: AgentRecord,
-                    on_retry: Callable[[RetryNotice], None]) -> None:
+                    on_retry: Callable[[RetryNotice], None], on_wait: Callable[[float, str], None]) -> None:
         client = self.backends.gemini_client()
         result = client.generate(prompt, model=agent.model, system=system,
-                                 generation_config=self.plan.project.gemini.generation_config, on_retry=on_retry)
+                                 generation_config=self.plan.project.gemini.generation_config, on_retry=on_retry,
+                                 on_wait=on_wait)
         record.output_text = result.text
         record.usage = Usage(prompt_tokens=result.usage.prompt_tokens, output_tokens=result.usage.output_tokens,
                              total_tokens=result.usage.total_tokens)
@@ -144,12 +175,13 @@ class AgentExecutor:
             record.model = result.model
 
     def _run_codex(self, agent: AgentSpec, system: str, prompt: str, record: AgentRecord,
-                   on_retry: Callable[[RetryNotice], None]) -> None:
+                   on_retry: Callable[[RetryNotice], None], on_wait: Callable[[float, str], None]) -> None:
         client = self.backends.codex_client()
         env_id = self.backends.codex_environment_id
         assert env_id, "the Codex environment is resolved before the run starts"
+        record.environment_id, record.branch = env_id, self.backends.codex_branch
         task_id = client.create_task(f"{system}\n\n{prompt}", environment_id=env_id,
-                                     branch=self.backends.codex_branch, on_retry=on_retry)
+                                     branch=self.backends.codex_branch, on_retry=on_retry, on_wait=on_wait)
         record.task_id = task_id
 
         def on_poll(details: TaskDetails) -> None:

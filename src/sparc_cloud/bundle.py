@@ -57,7 +57,11 @@ class AgentRecord(BaseModel):
     rate_limited: int = 0
     throttled_s: float = 0.0
     reused: bool = False
+    edited: bool = False
+    edited_hash: str | None = None
     task_id: str | None = None
+    environment_id: str | None = None
+    branch: str | None = None
     diff: str | None = None
     worklog: list[str] | None = None
     polls: int | None = None

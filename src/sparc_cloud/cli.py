@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 sim_app = typer.Typer(help="The loopback simulator of both clouds.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+codex_app = typer.Typer(help="Codex Cloud helpers.", no_args_is_help=True)
+app.add_typer(codex_app, name="codex")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -91,6 +93,13 @@ def run(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed agent instead of finishing what "
                                                  "can finish.")] = False,
     no_progress: Annotated[bool, typer.Option(help="Plain timestamped lines instead of a live display.")] = False,
+    pause_after: Annotated[int | None, typer.Option(help="Stop cleanly after this phase for review (edit its "
+                                                         "Markdown, then run the next phases).")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="Stop dispatching before the estimated cost would "
+                                                          "cross this many US dollars.")] = None,
+    notify: Annotated[list[str] | None, typer.Option(help="Webhook URL (Slack, Discord or generic JSON) told of "
+                                                          "phases done, failures, long throttling and the end; "
+                                                          "repeatable.")] = None,
 ) -> None:
     """Run the SPARC phases of a project.
 
@@ -101,6 +110,8 @@ def run(
       sparc-cloud run --project memory-extension --phases 4
 
       sparc-cloud run --project ./my-project.toml --resume
+
+      sparc-cloud run --project memory-extension --pause-after 1 --budget-usd 2
     """
     from sparc_cloud.errors import SparcError
     from sparc_cloud.phases import parse_phase_selection
@@ -120,8 +131,17 @@ def run(
         from sparc_cloud.pipeline import RunOptions
         from sparc_cloud.pipeline import run as run_pipeline
 
+        if pause_after is not None and not 1 <= pause_after <= 5:
+            _fail(f"--pause-after {pause_after}: phases are numbered 1 to 5.")
+        if budget_usd is not None and budget_usd <= 0:
+            _fail(f"--budget-usd {budget_usd:g}: give a positive amount of US dollars.")
+        for url in notify or []:
+            if not url.startswith(("https://", "http://")):
+                _fail("--notify needs an http(s) webhook URL.")
+        live = not no_progress and sys.stdout.isatty() and not os.environ.get("CI")
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
-                             resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config)
+                             resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config,
+                             pause_after=pause_after, budget_usd=budget_usd, notify=list(notify or []), live=live)
         previous = _install_sigint(options.cancel)
         try:
             outcome = run_pipeline(options)
@@ -160,6 +180,133 @@ def projects() -> None:
 
     for name, summary in builtin_projects().items():
         typer.echo(f"{name:<24} {summary}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")] = Path("sparc-runs/memory-extension"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table for a pull request.")] = False,
+) -> None:
+    """What a run did and cost: per phase and agent, status, model, latency, attempts, 429s, tokens,
+    estimated cost, wall time and the speed-up against one agent at a time.
+
+    Example:
+
+      sparc-cloud report sparc-runs/memory-extension --markdown
+    """
+    import json
+
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.report import build_report, print_table, to_markdown
+
+    settings = _settings()
+    try:
+        data = build_report(run_dir, settings.prices)
+    except SparcError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+    elif markdown:
+        typer.echo(to_markdown(data), nl=False)
+    else:
+        print_table(data)
+
+
+@app.command()
+def doctor(
+    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name to check.")] = None,
+) -> None:
+    """Check credentials (present, readable, mode, expiry), the Gemini project and the Codex environment,
+    and print the exact fix for each problem. Exit 1 when something must be fixed.
+
+    Example:
+
+      sparc-cloud doctor --codex-env memory-extension
+    """
+    from sparc_cloud.doctor import run_doctor
+
+    checks = run_doctor(_settings(), codex_env)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    for check in checks:
+        typer.echo(f"[{marks[check.level]}] {check.name}: {check.detail}")
+        if check.fix and check.level != "ok":
+            typer.echo(f"       fix: {check.fix}")
+    failed = sum(c.level == "fail" for c in checks)
+    typer.echo(f"{len(checks)} checks, {failed} to fix." if failed else f"{len(checks)} checks, all usable.")
+    raise typer.Exit(1 if failed else 0)
+
+
+@codex_app.command("envs")
+def codex_envs() -> None:
+    """List your Codex Cloud environments (id, name, pinned, task count); --codex-env takes a name or an id.
+
+    Example:
+
+      sparc-cloud codex envs
+    """
+    import threading
+
+    from sparc_cloud.clients.factory import ClientContext, make_codex
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.http.clock import RealClock
+    from sparc_cloud.redact import SecretRegistry
+
+    settings = _settings()
+    try:
+        ctx = ClientContext(settings=settings, clock=RealClock(threading.Event()), secrets=SecretRegistry())
+        envs = make_codex(ctx).environments()
+    except SparcError as exc:
+        _fail(str(exc), exc.exit_code)
+    if not envs:
+        typer.echo("No Codex environments. Create one at https://chatgpt.com/codex/settings/environments.")
+    for env in envs:
+        typer.echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} "
+                   f"{env.task_count} tasks")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    to: Annotated[Path, typer.Option("--to", help="Directory or git checkout to write into.")],
+) -> None:
+    """Apply the run's Codex diffs into a directory or git checkout (each checked first; nothing is touched
+    if one does not apply) and write the phase documents under docs/sparc/.
+
+    Example:
+
+      sparc-cloud export sparc-runs/memory-extension --to ../memory-extension
+    """
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.export import export_run
+
+    try:
+        result = export_run(run_dir, to)
+    except SparcError as exc:
+        _fail(str(exc), exc.exit_code)
+    typer.echo(f"applied {len(result.patches)} diff(s) ({', '.join(result.patches) or 'none'}) and wrote "
+               f"{len(result.documents)} document(s) under {to / 'docs' / 'sparc'}")
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Project name (letters, digits, '.', '_', '-').")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write NAME.toml.")] = Path("."),
+) -> None:
+    """Write a commented project file to start from.
+
+    Example:
+
+      sparc-cloud init my-service && sparc-cloud run --project my-service.toml --backend sim
+    """
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.scaffold import write_project
+
+    try:
+        path = write_project(name, directory)
+    except SparcError as exc:
+        _fail(str(exc), exc.exit_code)
+    typer.echo(f"wrote {path}; edit it, then: sparc-cloud run --project {path} --backend sim")
 
 
 @sim_app.command("serve")

@@ -15,7 +15,7 @@ from sparc_cloud.bundle import utc_now
 from sparc_cloud.redact import SecretRegistry
 
 EventKind = Literal[
-    "run_started", "agent_queued", "agent_started", "agent_retrying", "agent_rate_limited", "agent_polled",
+    "run_started", "agent_queued", "agent_started", "agent_waiting", "agent_retrying", "agent_rate_limited", "agent_polled",
     "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "phase_done", "run_done",
 ]
 

@@ -13,18 +13,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.costs import Budget
 from sparc_cloud.errors import AuthError, Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit
-from sparc_cloud.phases import PHASES, Plan, build_plan, phase_dir
+from sparc_cloud.notify import Notifier
+
+if TYPE_CHECKING:
+    from sparc_cloud.progress import LiveProgress
+from sparc_cloud.phases import PHASES, AgentSpec, Plan, build_plan, phase_dir
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
 from sparc_cloud.runfolder import RunFolder
@@ -48,6 +53,10 @@ class RunOptions:
     console: IO[str] | None = None
     sim_config: SimConfig | None = None
     simulator: Simulator | None = None  # an already running simulator to use (benchmarks, tests)
+    pause_after: int | None = None
+    budget_usd: float | None = None
+    notify: list[str] = field(default_factory=list)
+    live: bool = False  # a live progress table instead of plain lines on `console`
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -149,6 +158,11 @@ def run(options: RunOptions) -> RunOutcome:
     templates = load_templates(project)
     plan = build_plan(project, templates)
     selected = options.phases or sorted(PHASES)
+    if options.pause_after is not None:
+        selected = [n for n in selected if n <= options.pause_after]
+        if not selected:
+            raise ConfigError(f"--pause-after {options.pause_after} leaves no phase to run out of "
+                              f"{','.join(map(str, options.phases or []))}.")
     folder = RunFolder(options.output or default_folder(settings, project))
     folder.prepare()
     folder.lock()
@@ -169,6 +183,9 @@ def run(options: RunOptions) -> RunOutcome:
                 for warning in folder.warnings:
                     if options.console is not None:
                         options.console.write(warning + "\n")
+                for aid in folder.apply_edits(records):
+                    if options.console is not None:
+                        options.console.write(f"using your edited output of {aid}\n")
             elif options.resume:
                 raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json. Run without --resume.")
         _check_prerequisites(plan, selected, records, str(folder.bundle_path), options.project)
@@ -243,6 +260,24 @@ def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project
     backends.codex_branch = settings.codex_branch or project.codex.branch
 
 
+def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: AgentExecutor) -> None:
+    """A phase not run now is stale when any of its agents would now get different inputs."""
+    records = bundle.records()
+    for phase in bundle.phases:
+        if phase.number in selected or not phase.agents:
+            continue
+        changed = False
+        for rec in phase.agents:
+            agent = plan.by_id.get(rec.id)
+            if agent is None or rec.status != "completed":
+                continue
+            deps = {d: records[d] for d in agent.depends_on if d in records}
+            if rec.inputs_hash != executor.digest(agent, deps):
+                changed = True
+                break
+        phase.stale = changed
+
+
 def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFolder, bundle: Bundle,
              records: dict[str, AgentRecord], backends: Backends, ctx: ClientContext, secrets: SecretRegistry,
              session: Session, settings: Settings) -> RunOutcome:
@@ -252,8 +287,17 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     jsonl = JsonlSink(folder.events_path, secrets)
     bus.add(jsonl)
     bus.add(LogSink(logging.getLogger("sparc_cloud.events")))
-    if options.console is not None:
+    live: LiveProgress | None = None
+    if options.live:
+        from sparc_cloud.progress import LiveProgress as _Live
+
+        live = _Live([a for a in plan.agents if a.phase in selected])
+        bus.add(live)
+    elif options.console is not None:
         bus.add(PlainConsoleSink(options.console))
+    notifier = Notifier(options.notify, plan.project.name, secrets) if options.notify else None
+    if notifier is not None:
+        bus.add(notifier)
     try:
         if backends.codex is not None:
             _resolve_codex_env(options, settings, plan.project, backends)
@@ -261,6 +305,8 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
             backends.gemini_client().project_id()
     except SparcError:
         jsonl.close()
+        if notifier is not None:
+            notifier.close(0)
         raise
 
     phases = {p.number: p for p in bundle.phases}
@@ -273,14 +319,17 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     prior = {aid: rec for aid, rec in records.items() if plan.by_id.get(aid) and plan.by_id[aid].phase not in selected}
     # In sim mode every duration is simulated time: timeouts and deadlines shrink with the time scale.
     scale = ctx.time_scale
+    budget = Budget(options.budget_usd, settings.prices) if options.budget_usd is not None else None
     executor = AgentExecutor(plan, backends, bus=bus, clock=ctx.clock, secrets=secrets, reuse=reuse,
-                             agent_timeout_s=settings.agent_timeout_s * scale)
+                             agent_timeout_s=settings.agent_timeout_s * scale, budget=budget)
 
-    def on_started(agent: object) -> None:
-        return None
+    def on_started(agent: AgentSpec) -> None:
+        bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
 
     def on_finished(record: AgentRecord) -> None:
         phases[record.phase].agents.append(record)
+        if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
+            bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
         try:
             folder.append_journal(bundle.run_id, record)
             folder.write_outputs(record)
@@ -314,14 +363,19 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                     deadline_s=settings.run_deadline_s * scale if settings.run_deadline_s else None)
     exit_code = 0
     try:
+        if live is not None:
+            live.__enter__()
         done = runner.run()
     except Cancelled:
         done = runner.records
         exit_code = 130
-    last = max(selected)
-    for phase in bundle.phases:
-        if phase.number > last and phase.agents and options.phases and not options.resume:
-            phase.stale = True
+    finally:
+        if live is not None:
+            for aid, rec in runner.records.items():
+                if rec.status == "skipped":
+                    live.mark_skipped(aid, rec.error or "")
+            live.__exit__(None, None, None)
+    _mark_stale(plan, bundle, selected, executor)
     wall = ctx.clock.now() - start
     failed = [r for r in done.values() if r.status != "completed"]
     if exit_code == 0 and failed:
@@ -339,13 +393,25 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         msg = (f"Interrupted: {len(done)} agent(s) finished and are saved in {folder.journal_path}. "
                f"Continue with `sparc-cloud run --project {options.project} --resume"
                f"{' --output ' + str(options.output) if options.output else ''}`.")
+    elif budget is not None and budget.exhausted:
+        msg += (f"\nStopped before crossing the budget ({budget.exhausted}); ${budget.spent:.4f} spent. Raise "
+                f"--budget-usd and continue with `sparc-cloud run --project {options.project} --resume"
+                f"{' --output ' + str(options.output) if options.output else ''}`.")
     elif failed:
         first = failed[0]
         msg += (f"\nFirst problem: {first.id}: {first.error}\nFix it, then finish the run with "
                 f"`sparc-cloud run --project {options.project} --resume"
                 f"{' --output ' + str(options.output) if options.output else ''}`.")
+    if exit_code == 0 and options.pause_after is not None and options.pause_after < max(PHASES):
+        nxt = options.pause_after + 1
+        msg += (f"\nPaused after phase {options.pause_after} for review. Edit the Markdown under "
+                f"{folder.path / phase_dir(options.pause_after)} if you like, then go on with "
+                f"`sparc-cloud run --project {options.project} --phases {nxt}-{max(PHASES)}"
+                f"{' --output ' + str(options.output) if options.output else ''}`.")
     bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
     jsonl.close()
+    if notifier is not None:
+        notifier.close()
     log.info("phase folders: %s", ", ".join(phase_dir(n) for n in selected))
     return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -146,6 +147,31 @@ class RunFolder:
         atomic_write_text(self.bundle_path, bundle.model_dump_json(indent=2))
 
     # ---------------------------------------------------------------- markdown
+
+    def apply_edits(self, records: dict[str, AgentRecord]) -> list[str]:
+        """Take the user's edits of completed agents' Markdown (the review gate) into their records.
+
+        The text below the output marker replaces `output_text`; the record says `edited: true` with the
+        new text's hash. Returns the ids of edited records."""
+        edited = []
+        for record in records.values():
+            if record.status != "completed":
+                continue
+            path = self.output_path(record)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if OUTPUT_MARKER not in text:
+                continue
+            body = text.split(OUTPUT_MARKER, 1)[1].removeprefix("\n\n")
+            original = record.output_text if record.output_text.endswith("\n") else record.output_text + "\n"
+            if body != original:
+                record.output_text = body
+                record.edited = True
+                record.edited_hash = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
+                edited.append(record.id)
+        return edited
 
     def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
         """`phase-1-specification/p1-research-1.md`."""

@@ -21,6 +21,15 @@ CODEX_REFRESH_URL = "https://auth.openai.com/oauth/token"
 # The Codex CLI's published OAuth client id (shared/api/codex.md section 4).
 CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 
+# Public list prices, USD per million tokens (input, output), used only for estimates. Code Assist and
+# Codex Cloud are billed through subscriptions; these show what the same work costs at API prices.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gemini-2.5-pro": (1.25, 10.0),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "codex": (1.25, 10.0),
+}
+
 PathStyle = Literal["auto", "wham", "api-codex", "runbook"]
 
 
@@ -90,6 +99,9 @@ class Settings(BaseSettings):
     output_dir: Path | None = None
     sim_time_scale: float = Field(default=0.02, gt=0, le=10)
     sim_seed: int = 1
+
+    # --- Cost estimates: USD per million tokens (input, output); SPARC_PRICES='{"model": [in, out]}' ---
+    prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     def gemini_creds_path(self) -> Path:
         """Where the Gemini OAuth credentials file is."""

@@ -266,6 +266,7 @@ class CodexClient:
         params: dict[str, str] | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
         slot_taken: bool = False,
+        on_wait: Callable[[float, str], None] | None = None,
     ) -> tuple[Any, int]:
         """One call under the retry policy; each attempt takes a limiter slot (the first one may have been
         taken by the caller already: `slot_taken`)."""
@@ -283,7 +284,7 @@ class CodexClient:
             if first[0]:
                 first[0] = False
             else:
-                self.limiters.acquire(key)
+                self.limiters.acquire(key, on_wait)
             token = self.auth.token()
             try:
                 return send(token)
@@ -314,6 +315,7 @@ class CodexClient:
         best_of_n: int = 1,
         starting_diff: str | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
     ) -> str:
         """POST /tasks; return the new task id."""
         new_task: dict[str, Any] = {"environment_id": environment_id}
@@ -329,7 +331,7 @@ class CodexClient:
         if best_of_n > 1:
             body["metadata"] = {"best_of_n": best_of_n}
         data, _ = self._request("POST", "/tasks", key=("codex", "create", "*"), endpoint="codex create task",
-                                json_body=body, on_retry=on_retry)
+                                json_body=body, on_retry=on_retry, on_wait=on_wait)
         task = data.get("task") if isinstance(data, dict) else None
         task_id = (task or {}).get("id") if isinstance(task, dict) else None
         task_id = task_id or (data.get("id") if isinstance(data, dict) else None)

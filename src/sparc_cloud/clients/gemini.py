@@ -134,12 +134,15 @@ class GeminiClient:
         system: str | None = None,
         generation_config: dict[str, Any] | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
     ) -> GenerateResult:
-        """One prompt -> one answer. Terminal quota falls back to the next model when enabled."""
+        """One prompt -> one answer. Terminal quota falls back to the next model when enabled.
+
+        `on_retry` hears of every retry, `on_wait` of every wait for a rate-limit slot."""
         first_model = model
         while True:
             try:
-                result = self._generate_once(prompt, model, system, generation_config, on_retry)
+                result = self._generate_once(prompt, model, system, generation_config, on_retry, on_wait)
             except TerminalQuota:
                 nxt = (self.config.fallback or {}).get(model)
                 if not nxt or nxt == first_model:
@@ -219,6 +222,7 @@ class GeminiClient:
         system: str | None,
         generation_config: dict[str, Any] | None,
         on_retry: Callable[[RetryNotice], None] | None,
+        on_wait: Callable[[float, str], None] | None = None,
     ) -> GenerateResult:
         request = self._request_body(prompt, system, generation_config)
         if self.config.mode == "api-key":
@@ -237,7 +241,7 @@ class GeminiClient:
         started = self.clock.now()
 
         def attempt() -> dict[str, Any]:
-            self.limiters.acquire(key)
+            self.limiters.acquire(key, on_wait)
             data = self._post(url, body, endpoint=endpoint, model=model)
             if not isinstance(data, dict):
                 raise MalformedResponse(f"{endpoint}: the answer is not a JSON object", endpoint=endpoint)

@@ -8,7 +8,7 @@ so waiters leave in FIFO order, one per slot, with no thundering herd and no pol
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sparc_cloud.http.clock import Clock
@@ -113,12 +113,18 @@ class RateLimiters:
             bucket.acquired += 1
             return 0.0
 
-    def acquire(self, key: Key) -> float:
-        """Block until `key` has a slot (honouring pauses set meanwhile); return seconds waited."""
+    def acquire(self, key: Key, on_wait: Callable[[float, str], None] | None = None) -> float:
+        """Block until `key` has a slot (honouring pauses set meanwhile); return seconds waited.
+
+        `on_wait(seconds, why)` hears of each wait before it starts (for the progress view)."""
         waited = 0.0
         while True:
             delay = self.reserve(key)
             if delay > 0:
+                if on_wait and delay >= 0.05 * self.time_scale:
+                    limit = self.limit_for(key)
+                    on_wait(delay, f"{key[2] if key[2] != '*' else key[0]} {key[1]} limit "
+                                   f"({limit.per_minute:g}/min, burst {limit.burst})")
                 self.clock.sleep(delay)
                 waited += delay
             with self._lock:
@@ -126,6 +132,8 @@ class RateLimiters:
             if paused <= 0:
                 return waited
             # A 429 hint arrived while we slept: our slot is void; sleep out the pause and queue again.
+            if on_wait:
+                on_wait(paused, f"{key[2]} paused by the server's retry hint")
             self.clock.sleep(paused)
             waited += paused
 

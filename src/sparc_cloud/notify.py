@@ -1,0 +1,96 @@
+"""Webhook notifications (`--notify URL`): phase done, agent failed, rate-limited for long, run finished.
+
+Slack and Discord incoming webhooks get their own body shapes ({"text"} / {"content"}); any other URL gets
+the event as generic JSON. Posts happen on a background thread so a slow webhook never slows the run, and a
+failing one is logged (with its URL masked) and never fails the run."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from sparc_cloud.events import Event
+from sparc_cloud.redact import SecretRegistry
+
+log = logging.getLogger(__name__)
+LONG_WAIT_S = 60.0
+NOTIFIED = {"phase_done", "agent_failed", "run_done"}
+
+
+def mask_url(url: str) -> str:
+    """`https://hooks.slack.com/***`: scheme and host only (webhook paths are credentials)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}/***"
+
+
+def webhook_kind(url: str) -> str:
+    """slack, discord or json, from the URL's host."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "hooks.slack.com":
+        return "slack"
+    if host in ("discord.com", "discordapp.com") and "/api/webhooks/" in url:
+        return "discord"
+    return "json"
+
+
+def body_for(kind: str, event: Event, project: str) -> dict[str, Any]:
+    """The request body for one event in a webhook's format."""
+    text = f"sparc-cloud {project}: {event.agent_id + ' ' if event.agent_id else ''}" \
+           f"{event.kind.replace('_', ' ')}{': ' + event.message if event.message else ''}"
+    if kind == "slack":
+        return {"text": text}
+    if kind == "discord":
+        return {"content": text[:2000]}
+    return {"project": project, **asdict(event)}
+
+
+class Notifier:
+    """An event sink posting the notified events to every URL."""
+
+    def __init__(self, urls: list[str], project: str, secrets: SecretRegistry, *, long_wait_s: float = LONG_WAIT_S,
+                 timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
+        self.urls = urls
+        self.project = project
+        self.secrets = secrets
+        self.long_wait_s = long_wait_s
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        self.failures = 0
+        for url in urls:  # the whole URL is a secret: mask it wherever it could be printed
+            secrets.add(url, urlsplit(url).path)
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="sparc-notify", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: Event) -> None:
+        waited = float(event.data.get("wait_s") or 0.0) if isinstance(event.data, dict) else 0.0
+        if event.kind in NOTIFIED or (event.kind in ("agent_rate_limited", "agent_waiting")
+                                      and waited >= self.long_wait_s):
+            self._queue.put(event)
+
+    def _work(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            for url in self.urls:
+                try:
+                    resp = self.session.post(url, json=body_for(webhook_kind(url), event, self.project),
+                                             timeout=self.timeout_s)
+                    if resp.status_code >= 300:
+                        raise requests.HTTPError(f"HTTP {resp.status_code}")
+                except requests.RequestException as exc:
+                    self.failures += 1
+                    log.warning("notification to %s failed (%s); the run goes on", mask_url(url),
+                                self.secrets.redact(str(exc)))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued (waiting at most `timeout_s`) and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)

@@ -1,0 +1,104 @@
+"""The live progress view: one row per agent, grouped by phase, fed by the run's event stream."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from sparc_cloud.events import Event
+from sparc_cloud.phases import PHASES, AgentSpec
+
+_STYLE = {"queued": "dim", "running": "cyan", "waiting": "yellow", "completed": "green", "reused": "green",
+          "failed": "bold red", "skipped": "magenta"}
+
+
+@dataclass
+class _Row:
+    agent: AgentSpec
+    status: str = "queued"
+    started: float | None = None
+    elapsed: float | None = None
+    retries: int = 0
+    tokens: int = 0
+    note: str = ""
+
+
+class LiveProgress:
+    """An event sink that keeps one row per agent and renders them (use as a context manager)."""
+
+    def __init__(self, agents: list[AgentSpec], console: Console | None = None) -> None:
+        self.rows = {a.id: _Row(a) for a in agents}
+        self.console = console or Console()
+        self.started = time.monotonic()
+        self.live: Live | None = None
+
+    def __call__(self, event: Event) -> None:
+        row = self.rows.get(event.agent_id or "")
+        if row is None:
+            return
+        now = time.monotonic()
+        data: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
+        if event.kind == "agent_started":
+            row.status, row.started, row.note = "running", now, ""
+        elif event.kind == "agent_waiting":
+            row.status, row.note = "waiting", event.message
+        elif event.kind in ("agent_retrying", "agent_rate_limited"):
+            row.retries += 1
+            row.status, row.note = "waiting", event.message
+        elif event.kind == "agent_polled":
+            row.status, row.note = "running", f"Codex task {data.get('status', '')}"
+        elif event.kind in ("agent_finished", "agent_failed", "agent_skipped", "agent_reused"):
+            row.status = {"agent_finished": "completed", "agent_failed": "failed", "agent_skipped": "skipped",
+                          "agent_reused": "reused"}[event.kind]
+            row.elapsed = (now - row.started) if row.started else 0.0
+            row.tokens = int(data.get("tokens") or 0)
+            row.note = event.message if event.kind in ("agent_failed", "agent_skipped") else ""
+        if self.live is not None:
+            self.live.refresh()
+
+    def mark_skipped(self, agent_id: str, reason: str) -> None:
+        """Record an agent the runner skipped without running it."""
+        row = self.rows.get(agent_id)
+        if row is not None and row.status in ("queued", "running", "waiting"):
+            row.status, row.note = "skipped", reason
+
+    def __rich__(self) -> Group:
+        now = time.monotonic()
+        table = Table(expand=True, show_edge=False, pad_edge=False)
+        for column, justify in (("agent", "left"), ("status", "left"), ("model", "left"), ("elapsed", "right"),
+                                ("retries", "right"), ("tokens", "right"), ("", "left")):
+            table.add_column(column, justify=justify, no_wrap=column != "")  # type: ignore[arg-type]
+        last_phase = None
+        for row in self.rows.values():
+            if row.agent.phase != last_phase:
+                last_phase = row.agent.phase
+                table.add_row(Text(f"Phase {last_phase}: {PHASES[last_phase][1]}", style="bold"), "", "", "", "", "",
+                              "")
+            elapsed = row.elapsed if row.elapsed is not None else (now - row.started if row.started else None)
+            table.add_row(f"  {row.agent.id}", Text(row.status, style=_STYLE.get(row.status, "")), row.agent.model,
+                          f"{elapsed:.1f}s" if elapsed is not None else "", str(row.retries or ""),
+                          f"{row.tokens:,}" if row.tokens else "", Text(row.note[:90], style="dim"))
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.status] = counts.get(row.status, 0) + 1
+        tokens = sum(r.tokens for r in self.rows.values())
+        summary = Text(f"{now - self.started:.1f}s  " + "  ".join(f"{k} {v}" for k, v in counts.items())
+                       + f"  tokens {tokens:,}", style="bold")
+        return Group(table, summary)
+
+    def __enter__(self) -> LiveProgress:
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.refresh()
+            self.live.__exit__(None, None, None)
+            self.live = None

@@ -1,0 +1,107 @@
+"""`sparc-cloud report`: what a run did and cost, per phase and per agent, as a table, JSON or Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sparc_cloud.bundle import load_bundle
+from sparc_cloud.costs import record_cost
+
+
+def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    """The report as plain data (what `--json` prints)."""
+    bundle = load_bundle(run_dir / "bundle.json")
+    phases = []
+    throttled: dict[str, float] = {}
+    total_cost = 0.0
+    agent_time = 0.0
+    for phase in bundle.phases:
+        rows: list[dict[str, Any]] = []
+        for a in phase.agents:
+            cost = record_cost(prices, a)
+            total_cost += cost
+            if not a.reused:
+                agent_time += a.latency_s
+            throttled[a.model] = round(throttled.get(a.model, 0.0) + a.throttled_s, 3)
+            rows.append({
+                "id": a.id, "title": a.title, "status": a.status, "model": a.model, "backend": a.backend,
+                "latency_s": a.latency_s, "attempts": a.attempts, "rate_limited_429": a.rate_limited,
+                "throttled_s": a.throttled_s, "tokens": a.usage.total_tokens, "tokens_estimated": a.usage_estimated,
+                "cost_usd": round(cost, 6), "reused": a.reused, "edited": a.edited,
+                "error": a.error,
+            })
+        phases.append({"number": phase.number, "name": phase.name, "status": phase.status, "stale": phase.stale,
+                       "agents": rows,
+                       "latency_s": round(sum(r["latency_s"] for r in rows), 3),
+                       "tokens": sum(r["tokens"] for r in rows),
+                       "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)})
+    wall = float(bundle.totals.get("wall_time_s") or 0.0)
+    return {
+        "project": bundle.project, "run_id": bundle.run_id, "backend": bundle.backend,
+        "started_at": bundle.started_at, "finished_at": bundle.finished_at,
+        "phases": phases,
+        "totals": {
+            "agents": bundle.totals.get("agents", {}),
+            "tokens": bundle.totals.get("tokens", {}),
+            "cost_usd": round(total_cost, 6),
+            "wall_time_s": wall,
+            "sequential_estimate_s": round(agent_time, 3),
+            "speedup": round(agent_time / wall, 2) if wall else None,
+            "throttled_s_by_model": {m: s for m, s in throttled.items() if s},
+        },
+        "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table, for a pull request."""
+    t = report["totals"]
+    lines = [
+        f"### sparc-cloud run `{report['run_id']}` of **{report['project']}** ({report['backend']})",
+        "",
+        f"{t['agents'].get('completed', 0)} completed, {t['agents'].get('failed', 0)} failed, "
+        f"{t['agents'].get('skipped', 0)} skipped; {t['tokens'].get('total_tokens', 0):,} tokens; "
+        f"estimated ${t['cost_usd']:.4f}; wall {t['wall_time_s']:.1f} s vs {t['sequential_estimate_s']:.1f} s "
+        f"one at a time (speed-up {t['speedup']}).",
+        "",
+        "| phase | agent | status | model | latency s | attempts | 429s | tokens | est. $ |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for phase in report["phases"]:
+        label = f"{phase['number']} {phase['name']}" + (" (stale)" if phase["stale"] else "")
+        for a in phase["agents"]:
+            status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
+            lines.append(f"| {label} | {a['id']} | {status} | {a['model']} | {a['latency_s']:.2f} | {a['attempts']} | "
+                         f"{a['rate_limited_429']} | {a['tokens']:,} | {a['cost_usd']:.4f} |")
+    if t["throttled_s_by_model"]:
+        lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """The report as rich tables on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for phase in report["phases"]:
+        table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}"
+                            f"{', stale' if phase['stale'] else ''})", title_justify="left")
+        for column in ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $"):
+            table.add_column(column, justify="right" if column[0].isdigit() or " s" in column or column in
+                             ("attempts", "429s", "tokens", "est. $") else "left")
+        for a in phase["agents"]:
+            status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
+            table.add_row(a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]),
+                          str(a["rate_limited_429"]), f"{a['throttled_s']:.1f}", f"{a['tokens']:,}",
+                          f"{a['cost_usd']:.4f}")
+        console.print(table)
+    t = report["totals"]
+    console.print(
+        f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f}, wall "
+        f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']})."
+    )
+    if t["throttled_s_by_model"]:
+        console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
