@@ -104,7 +104,7 @@ def test_codex_task_stuck_past_the_agent_timeout_and_task_in_error(tmp_path: Pat
     out = tmp_path / "run"
     tasks = scenario(tmp_path, '[[tasks]]\nindex = 1\noutcome = "stuck"\n'
                                '[[tasks]]\nindex = 2\noutcome = "failed"\nerror_message = "pytest exited 1"\n')
-    code, output = sim_run(out, "--scenario", tasks, "--agent-timeout", "200")
+    code, output = sim_run(out, "--scenario", tasks, "--agent-timeout", "1000")  # 2 s at the test scale
     assert code == 1, output
     p4 = {a["id"]: a for a in bundle(out)["phases"][3]["agents"]}
     errors = [a["error"] or "" for a in p4.values()]
@@ -238,12 +238,24 @@ def test_bad_project_files_exit_2_naming_file_and_field(tmp_path: Path, body: st
 
 def test_fail_fast_stops_at_the_first_failed_agent(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    tasks = scenario(tmp_path, '[[tasks]]\nindex = 1\noutcome = "failed"\n')
-    code, _ = sim_run(out, "--scenario", tasks, "--fail-fast")
+    bad = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nat_call = 1\nresponses = ["400"]\n')
+    code, output = sim_run(out, "--scenario", bad, "--fail-fast", "--concurrency", "1")
+    assert code == 1, output
+    records = agents(bundle(out))
+    assert records["p1-research-1"]["status"] == "failed" and "HTTP 400" in records["p1-research-1"]["error"]
+    for i in (2, 3, 4):
+        assert records[f"p1-research-{i}"]["status"] == "skipped"
+        assert records[f"p1-research-{i}"]["error"] == "not started: --fail-fast stopped the run after p1-research-1 failed"
+    assert records["p5-completion"]["status"] == "skipped"
+
+
+def test_without_fail_fast_independent_agents_finish(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    bad = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nat_call = 1\nresponses = ["400"]\n')
+    code, _ = sim_run(out, "--scenario", bad, "--concurrency", "1")
     assert code == 1
     records = agents(bundle(out))
-    assert any("--fail-fast" in (r["error"] or "") for r in records.values())
-    assert records["p5-completion"]["status"] == "skipped"
+    assert [records[f"p1-research-{i}"]["status"] for i in (1, 2, 3, 4)] == ["failed"] + ["completed"] * 3
 
 
 def test_run_deadline_stops_the_run_with_exit_1(tmp_path: Path) -> None:

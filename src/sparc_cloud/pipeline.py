@@ -183,6 +183,7 @@ def run(options: RunOptions) -> RunOutcome:
                 for warning in folder.warnings:
                     if options.console is not None:
                         options.console.write(warning + "\n")
+                _merge_journal(existing, records)
                 for aid in folder.apply_edits(records):
                     if options.console is not None:
                         options.console.write(f"using your edited output of {aid}\n")
@@ -245,6 +246,21 @@ def run(options: RunOptions) -> RunOutcome:
         if sim is not None:
             sim.close()
         folder.close()
+
+
+def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
+    """Make the bundle hold the newest record of every agent (the journal may be ahead of the bundle)."""
+    known = set()
+    for phase in bundle.phases:
+        phase.agents = [records.get(a.id, a) for a in phase.agents]
+        known.update(a.id for a in phase.agents)
+    for record in records.values():
+        if record.id not in known:
+            phase_ = bundle.phase(record.phase)
+            if phase_ is None:
+                phase_ = new_phase(record.phase)
+                bundle.phases = sorted([*bundle.phases, phase_], key=lambda p: p.number)
+            phase_.agents.append(record)
 
 
 def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project, backends: Backends) -> None:

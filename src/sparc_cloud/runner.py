@@ -127,16 +127,21 @@ class Runner:
                         self.clock.now() - start > self.deadline_s:
                     self.stop_reason = f"the run deadline ({self.deadline_s:.0f} s) was reached"
                     self.cancel.set()
-                while ready:
-                    agent = ready.popleft()
+                while ready:  # hand work to free workers only, so a stop reaches everything not yet started
+                    agent = ready[0]
                     if agent.id in doomed:
+                        ready.popleft()
                         finish(skipped(agent, doomed[agent.id]))
                     elif self.stop_reason:
+                        ready.popleft()
                         finish(skipped(agent, f"not started: {self.stop_reason}"))
-                    else:
+                    elif in_flight < self.concurrency:
+                        ready.popleft()
                         self.hooks.on_started(agent)
                         jobs.put(agent)
                         in_flight += 1
+                    else:
+                        break
                 if len(self.records) >= len(self.agents):
                     break
                 if in_flight == 0:
