@@ -271,3 +271,13 @@ def test_no_shell_and_no_eval_of_model_text() -> None:
     for path in src.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "shell=True" not in text and "eval(" not in text and "exec(" not in text, path
+
+
+def test_gemini_fallback_flag_moves_pro_to_flash_on_terminal_quota(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    quota = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nmodel = "gemini-2.5-pro"\n'
+                               'probability = 1.0\nresponses = ["quota-daily"]\n')
+    code, output = sim_run(out, "--scenario", quota, "--gemini-fallback")
+    assert code == 0, output
+    synthesis = agents(bundle(out))["p1-synthesis"]
+    assert synthesis["fallback_from"] == "gemini-2.5-pro" and synthesis["model"] == "gemini-2.5-flash"

@@ -246,3 +246,20 @@ def test_retry_budget_exhausted_against_a_429_storm(isolated_env: Path) -> None:
         with pytest.raises(RetriesExhausted, match="still rate limited after 3 attempt"):
             make_gemini(ctx).generate(PROMPT, model="gemini-2.5-flash")
         assert isinstance(ctx.limiters, RateLimiters)
+
+
+def test_sim_serve_runs_standalone_and_writes_credentials(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "sparc_cloud", "sim", "serve", "--port", "0", "--write-creds",
+                             str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = first.split(" on ", 1)[1].split(" ", 1)[0]
+        assert requests.get(url + "/_sim/health", timeout=5).json() == {"ok": True}
+        assert (tmp_path / ".gemini" / "oauth_creds.json").exists() and (tmp_path / ".codex" / "auth.json").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -92,6 +92,9 @@ def run(
     deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take.")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed agent instead of finishing what "
                                                  "can finish.")] = False,
+    gemini_fallback: Annotated[bool | None, typer.Option(help="Fall back from gemini-2.5-pro to gemini-2.5-flash "
+                                                              "when pro's quota is exhausted (recorded per agent).")]
+    = None,
     no_progress: Annotated[bool, typer.Option(help="Plain timestamped lines instead of a live display.")] = False,
     pause_after: Annotated[int | None, typer.Option(help="Stop cleanly after this phase for review (edit its "
                                                          "Markdown, then run the next phases).")] = None,
@@ -121,7 +124,7 @@ def run(
         if backend not in ("live", "sim"):
             _fail(f"--backend {backend!r}: use live or sim.")
         settings = _settings(concurrency=concurrency, codex_environment=codex_env, sim_time_scale=sim_time_scale,
-                             agent_timeout_s=agent_timeout, run_deadline_s=deadline)
+                             agent_timeout_s=agent_timeout, run_deadline_s=deadline, gemini_fallback=gemini_fallback)
         sim_config = None
         if scenario is not None:
             from sparc_cloud.sim import SimConfig, load_scenario

@@ -250,7 +250,7 @@ def run(options: RunOptions) -> RunOutcome:
 
 def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
     """Make the bundle hold the newest record of every agent (the journal may be ahead of the bundle)."""
-    known = set()
+    known: set[str] = set()
     for phase in bundle.phases:
         phase.agents = [records.get(a.id, a) for a in phase.agents]
         known.update(a.id for a in phase.agents)
