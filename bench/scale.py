@@ -80,8 +80,11 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
             "rate_limit_bound_s": round(bound, 3),
             "ratio": round(makespan / bound, 4),
             "rate_limited_429": counters["rate_limited_total"],
+            "rate_limited_log": counters["rate_limited_log"],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "cpu_ms_per_agent": round(cpu * 1000 / n, 3),
+            "cpu_user_ms_per_agent": round((cpu1.ru_utime - cpu0.ru_utime) * 1000 / n, 3),
+            "cpu_sys_ms_per_agent": round((cpu1.ru_stime - cpu0.ru_stime) * 1000 / n, 3),
             "checkpoint_bytes_per_agent": round(folder.journal_bytes / n, 1),
             "peak_concurrency_at_server": counters["peak_concurrency"],
         }

@@ -91,7 +91,7 @@ def test_total_deadline_stops_retries_before_it_is_crossed() -> None:
 
 def test_limiter_allows_the_burst_then_spaces_requests() -> None:
     clock = FakeClock()
-    limiters = RateLimiters(clock, {("gemini", "generate", "m"): RateLimit(per_minute=60, burst=10)}, safety_s=0.0)
+    limiters = RateLimiters(clock, {("gemini", "generate", "m"): RateLimit(per_minute=60, burst=10)}, safety_s=0.0, headroom=0)
     waits = [limiters.reserve(("gemini", "generate", "m")) for _ in range(13)]
     assert waits[:10] == [0.0] * 10
     assert waits[10:] == pytest.approx([1.0, 2.0, 3.0])
@@ -100,13 +100,13 @@ def test_limiter_allows_the_burst_then_spaces_requests() -> None:
 def test_limiter_time_scale_shrinks_intervals() -> None:
     clock = FakeClock()
     limiters = RateLimiters(clock, {("gemini", "generate", "pro"): RateLimit(per_minute=3, burst=1)}, time_scale=0.01,
-                            safety_s=0.0)
+                            safety_s=0.0, headroom=0)
     assert [limiters.reserve(("gemini", "generate", "pro")) for _ in range(3)] == pytest.approx([0.0, 0.2, 0.4])
 
 
 def test_pause_holds_every_caller_of_the_key_but_not_other_keys() -> None:
     clock = FakeClock()
-    limiters = RateLimiters(clock, {("gemini", "generate", "flash"): RateLimit(per_minute=60, burst=10)}, safety_s=0.0)
+    limiters = RateLimiters(clock, {("gemini", "generate", "flash"): RateLimit(per_minute=60, burst=10)}, safety_s=0.0, headroom=0)
     limiters.pause(("gemini", "generate", "flash"), 5.0)
     assert limiters.paused_for(("gemini", "generate", "flash")) == 5.0
     assert limiters.reserve(("gemini", "generate", "flash")) == pytest.approx(5.0)
@@ -132,7 +132,7 @@ def test_acquire_requeues_when_a_pause_arrives_during_the_wait() -> None:
 
 def test_limiter_is_thread_safe_no_slot_is_given_twice() -> None:
     clock = FakeClock()
-    limiters = RateLimiters(clock, {("k", "e", "m"): RateLimit(per_minute=60, burst=1)}, safety_s=0.0)
+    limiters = RateLimiters(clock, {("k", "e", "m"): RateLimit(per_minute=60, burst=1)}, safety_s=0.0, headroom=0)
     waits: list[float] = []
     lock = threading.Lock()
 
@@ -164,6 +164,13 @@ def test_try_acquire_refuses_without_reserving() -> None:
 
 def test_throttled_requests_keep_a_small_safety_margin_without_losing_throughput() -> None:
     clock = FakeClock()
-    limiters = RateLimiters(clock, {("k", "e", "m"): RateLimit(per_minute=60, burst=2)}, safety_s=0.005)
+    limiters = RateLimiters(clock, {("k", "e", "m"): RateLimit(per_minute=60, burst=2)}, safety_s=0.005, headroom=0)
     waits = [limiters.reserve(("k", "e", "m")) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.0, 1.005, 2.005, 3.005])
+
+
+def test_the_client_keeps_one_request_of_the_burst_in_reserve() -> None:
+    clock = FakeClock()
+    limiters = RateLimiters(clock, {("k", "e", "m"): RateLimit(per_minute=60, burst=10)}, safety_s=0.0)
+    waits = [limiters.reserve(("k", "e", "m")) for _ in range(11)]
+    assert waits == pytest.approx([0.0] * 9 + [1.0, 2.0])

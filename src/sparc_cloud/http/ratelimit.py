@@ -59,6 +59,7 @@ class RateLimiters:
         time_scale: float = 1.0,
         fallback: RateLimit = FALLBACK_LIMIT,
         safety_s: float = 0.010,
+        headroom: int = 1,
     ) -> None:
         self.clock = clock
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
@@ -67,6 +68,9 @@ class RateLimiters:
         # A throttled request waits this much longer than its slot: the server counts arrivals, and a
         # request that travels faster than an earlier one must not arrive ahead of its slot.
         self.safety_s = safety_s
+        # The client keeps `headroom` requests of the burst unused: requests sent in the opening burst can
+        # reach the server out of order (new connections), and one spare slot absorbs a whole interval of it.
+        self.headroom = headroom
         self._buckets: dict[Key, _Bucket] = {}
         self._lock = threading.Lock()
 
@@ -87,7 +91,7 @@ class RateLimiters:
             bucket = self._bucket(key)
             now = self.clock.now()
             interval = bucket.limit.interval(self.time_scale)
-            tolerance = (bucket.limit.burst - 1) * interval
+            tolerance = max(0, bucket.limit.burst - 1 - self.headroom) * interval
             tat = max(bucket.tat, now, bucket.paused_until + tolerance if bucket.paused_until > now else 0.0)
             allow_at = tat - tolerance
             bucket.tat = tat + interval

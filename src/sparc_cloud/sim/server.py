@@ -247,6 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             if wait > 0:
                 with self.state.lock:
                     self.state.counters.rate_limited[f"gemini:{model}"] += 1
+                    self.state.rate_limited_log.append((self.state.clock.now() - self.state.started, model, wait))
                 body_ = env.code_assist_rate_limit(model, wait) if code_assist else env.public_rate_limit(model, wait)
                 raise _Reply(429, body_)
         prompt = "".join(
@@ -348,6 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
         if wait > 0:
             with self.state.lock:
                 self.state.counters.rate_limited[f"codex:{key}"] += 1
+                self.state.rate_limited_log.append((self.state.clock.now() - self.state.started, f"codex.{key}", wait))
             raise _Reply(429, env.codex_usage_limit(wait), _hint_headers(wait))
 
     def _create_task(self) -> None:

@@ -89,6 +89,8 @@ class SimState:
         self.limiters = self._limiters(config)
         # (kind, model, sha256 of the prompt, service seconds): what benchmarks need for their lower bounds
         self.served: list[tuple[str, str, str, float]] = []
+        self.started = self.clock.now()
+        self.rate_limited_log: list[tuple[float, str, float]] = []  # (seconds since start, key, wait)
 
     def _limiters(self, config: SimConfig) -> RateLimiters:
         limits: dict[Key, RateLimit] = {}
@@ -255,6 +257,8 @@ class SimState:
                 "status_sent": dict(c.status_sent),
                 "rate_limited": dict(c.rate_limited),
                 "rate_limited_total": sum(c.rate_limited.values()),
+                "rate_limited_log": [[round(t, 4), k, round(w, 4)] for t, k, w in self.rate_limited_log[:100]],
+                "served_total": len(self.served),
                 "faults": dict(c.faults),
                 "unauthorized": c.unauthorized,
                 "tokens_issued": dict(c.tokens_issued),
