@@ -19,18 +19,15 @@ from sparc_cloud.sim import Simulator
 
 
 def sim_settings(sim_url: str, creds: dict[str, Path], **extra: Any) -> Settings:
-    """Settings aiming both clients at a simulator (in-process or `sparc-cloud sim serve`)."""
-    from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET
+    """Settings aiming both clients at a simulator running in another process (`start_external_sim`)."""
+    from sparc_cloud.sim.server import client_settings
 
-    values: dict[str, Any] = {
-        "gemini_base_url": sim_url + "/v1internal", "gemini_api_base_url": sim_url,
-        "gemini_oauth_token_url": sim_url + "/token", "gemini_creds": creds["gemini"],
-        "gemini_oauth_client_id": SIM_OAUTH_CLIENT_ID, "gemini_oauth_client_secret": SIM_OAUTH_CLIENT_SECRET,
-        "codex_base_url": sim_url + "/backend-api", "codex_auth": creds["codex"], "codex_refresh": True,
-        "codex_refresh_url": sim_url + "/oauth/token", "gemini_refresh_command": "",
-    }
-    values.update(extra)
-    return Settings.model_validate(values)
+    return Settings.model_validate({**client_settings(sim_url, creds), **extra})
+
+
+def local_sim_settings(sim: Simulator, **extra: Any) -> Settings:
+    """Settings aiming both clients at an in-process simulator."""
+    return Settings.model_validate({**sim.client_settings(temp_dir("sparc-bench-home-")), **extra})
 
 
 def digest(text: str) -> str:

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from common import emit, machine, sim_settings, temp_dir
+from common import emit, local_sim_settings, machine
 
 from sparc_cloud.clients.factory import ClientContext, make_codex
 from sparc_cloud.http.clock import RealClock
@@ -24,7 +24,7 @@ from sparc_cloud.sim import SimConfig, Simulator
 
 def one(count: int, time_scale: float) -> dict[str, Any]:
     with Simulator(SimConfig(time_scale=time_scale)) as sim:
-        settings = sim_settings(sim.url, sim.write_credentials(temp_dir("sparc-poll-")))
+        settings = local_sim_settings(sim)
         ctx = ClientContext(settings=settings, clock=RealClock(), secrets=SecretRegistry(), time_scale=time_scale)
         client = make_codex(ctx)
         env_id = client.resolve_environment("memory-extension").id

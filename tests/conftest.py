@@ -41,17 +41,7 @@ def sim() -> Iterator[Simulator]:
 
 def sim_settings(simulator: Simulator, home: Path, **extra: object) -> Settings:
     """Settings that aim both clients at `simulator`, with credential files under `home`."""
-    paths = simulator.write_credentials(home)
-    client_id, client_secret = simulator.oauth_client()
-    values: dict[str, object] = {
-        "gemini_base_url": simulator.gemini_base_url, "gemini_api_base_url": simulator.url,
-        "gemini_oauth_token_url": simulator.url + "/token", "gemini_creds": paths["gemini"],
-        "gemini_oauth_client_id": client_id, "gemini_oauth_client_secret": client_secret,
-        "codex_base_url": simulator.codex_base_url, "codex_auth": paths["codex"], "codex_refresh": True,
-        "codex_refresh_url": simulator.url + "/oauth/token", "gemini_refresh_command": "",
-    }
-    values.update(extra)
-    return Settings.model_validate(values)
+    return Settings.model_validate({**simulator.client_settings(home), **extra})
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from pydantic import SecretStr
-
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
@@ -132,17 +130,8 @@ class _Sim:
         self.sim = options.simulator or Simulator(config).start()
         config = self.sim.config
         self.home = tempfile.TemporaryDirectory(prefix="sparc-sim-creds-")
-        paths = self.sim.write_credentials(Path(self.home.name))
-        client_id, client_secret = self.sim.oauth_client()
-        self.settings = options.settings.model_copy(update={
-            "gemini_base_url": self.sim.gemini_base_url, "gemini_api_base_url": self.sim.url,
-            "gemini_oauth_token_url": self.sim.url + "/token", "gemini_creds": paths["gemini"],
-            "gemini_oauth_client_id": client_id, "gemini_oauth_client_secret": SecretStr(client_secret),
-            "gemini_api_key": None, "google_cloud_project": None,
-            "codex_base_url": self.sim.codex_base_url, "codex_auth": paths["codex"], "codex_refresh": True,
-            "codex_refresh_url": self.sim.url + "/oauth/token", "codex_path_style": "auto",
-            "gemini_refresh_command": "",
-        })
+        overrides = self.sim.client_settings(Path(self.home.name))
+        self.settings = Settings.model_validate({**options.settings.model_dump(), **overrides})
         self.time_scale = config.time_scale
 
     def close(self) -> None:

@@ -451,6 +451,19 @@ def _details_body(task: SimTask, status: str, state: SimState) -> dict[str, Any]
     }
 
 
+def client_settings(url: str, paths: dict[str, Path]) -> dict[str, Any]:
+    """Settings values that aim sparc-cloud's clients at a simulator at `url` whose credential files are
+    at `paths` (`{"gemini": ..., "codex": ...}`, as `Simulator.write_credentials` returns them)."""
+    return {
+        "gemini_base_url": url + "/v1internal", "gemini_api_base_url": url,
+        "gemini_oauth_token_url": url + "/token", "gemini_creds": paths["gemini"],
+        "gemini_oauth_client_id": SIM_OAUTH_CLIENT_ID, "gemini_oauth_client_secret": SIM_OAUTH_CLIENT_SECRET,
+        "gemini_api_key": None, "google_cloud_project": None, "gemini_refresh_command": "",
+        "codex_base_url": url + "/backend-api", "codex_auth": paths["codex"], "codex_refresh": True,
+        "codex_refresh_url": url + "/oauth/token", "codex_path_style": "auto",
+    }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -534,6 +547,11 @@ class Simulator:
             "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
         }, indent=2), mode=0o600)
         return {"gemini": g_path, "codex": c_path}
+
+    def client_settings(self, home: Path) -> dict[str, Any]:
+        """Settings values that aim sparc-cloud's clients at this simulator, with fresh credential files
+        written under `home` (merge them over a Settings' values)."""
+        return client_settings(self.url, self.write_credentials(home))
 
     @staticmethod
     def oauth_client() -> tuple[str, str]:
