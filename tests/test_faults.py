@@ -167,17 +167,19 @@ def test_a_torn_last_journal_line_is_ignored_with_a_warning(tmp_path: Path) -> N
 
 
 def test_huge_and_emoji_outputs_round_trip_into_bundle_and_markdown(tmp_path: Path) -> None:
-    from sparc_cloud.sim.server import HUGE_TEXT
+    from sparc_cloud.sim.server import huge_text
+
+    huge = huge_text()
 
     out = tmp_path / "run"
-    huge = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nmodel = "gemini-2.5-flash"\nat_call = 1\n'
-                              'responses = ["huge"]\n')
-    code, output = sim_run(out, "--scenario", huge, "--phases", "1", "--concurrency", "1")
+    faults = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nmodel = "gemini-2.5-flash"\nat_call = 1\n'
+                                'responses = ["huge"]\n')
+    code, output = sim_run(out, "--scenario", faults, "--phases", "1", "--concurrency", "1")
     assert code == 0, output
     record = agents(bundle(out))["p1-research-1"]
-    assert record["output_text"] == HUGE_TEXT and len(HUGE_TEXT.encode()) > 10_000_000
+    assert record["output_text"] == huge and len(huge.encode()) > 10_000_000
     markdown = (out / "phase-1-specification" / "p1-research-1.md").read_text(encoding="utf-8")
-    assert markdown.split(OUTPUT_MARKER + "\n\n", 1)[1] == HUGE_TEXT
+    assert markdown.split(OUTPUT_MARKER + "\n\n", 1)[1] == huge
     assert "🚀🧠💾" in json.loads((out / "journal.jsonl").read_text(encoding="utf-8").splitlines()[0])["record"]["output_text"]
 
 

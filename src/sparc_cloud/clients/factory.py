@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth
 from sparc_cloud.clients.codex import CodexClient
@@ -14,6 +13,7 @@ from sparc_cloud.clients.polling import PollPolicy
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryPolicy
+from sparc_cloud.http.session import Session
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.settings import Settings
 
@@ -28,13 +28,12 @@ class ClientContext:
     time_scale: float = 1.0
     limits: dict[Key, RateLimit] | None = None
     pool_size: int = 16
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session | None = None
     limiters: RateLimiters | None = None
 
     def __post_init__(self) -> None:
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, self.pool_size))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        if self.session is None:
+            self.session = Session(self.pool_size)
         if self.limiters is None:
             self.limiters = RateLimiters(self.clock, self.limits, time_scale=self.time_scale)
 
@@ -48,7 +47,7 @@ class ClientContext:
 def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -> GeminiClient:
     """A Gemini client: API-key mode when a key is configured, else Code Assist with the OAuth file."""
     s = ctx.settings
-    assert ctx.limiters is not None
+    assert ctx.limiters is not None and ctx.session is not None
     api_key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
     use_fallback = fallback if fallback is not None else (DEFAULT_FALLBACK if s.gemini_fallback else None)
     config = GeminiConfig(
@@ -76,7 +75,7 @@ def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -
 def make_codex(ctx: ClientContext) -> CodexClient:
     """A Codex client with the auth.json credentials."""
     s = ctx.settings
-    assert ctx.limiters is not None
+    assert ctx.limiters is not None and ctx.session is not None
     auth = CodexAuth(
         s.codex_auth_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session, refresh=s.codex_refresh,
         refresh_url=s.codex_refresh_url, client_id=s.codex_oauth_client_id, timeout_s=s.http_timeout_s,

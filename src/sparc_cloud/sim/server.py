@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -28,9 +29,14 @@ from sparc_cloud.sim.state import (
     prompt_digest,
 )
 
-# 10 MB of non-ASCII text: accents, CJK, emoji (4-byte UTF-8), a right-to-left script and a NUL-free control mix.
 _HUGE_UNIT = "Grüße, naïve café — 日本語のテキスト — 🚀🧠💾✨ — مرحبا — tab\there\n"
-HUGE_TEXT = "> Simulated huge output.\n" + _HUGE_UNIT * (10 * 1024 * 1024 // len(_HUGE_UNIT.encode()) + 1)
+
+
+@functools.cache
+def huge_text() -> str:
+    """10 MB of non-ASCII text (accents, CJK, 4-byte emoji, a right-to-left script), built on first use."""
+    return "> Simulated huge output.\n" + _HUGE_UNIT * (10 * 1024 * 1024 // len(_HUGE_UNIT.encode()) + 1)
+
 _CODEX_PREFIX = re.compile(r"^(?:/backend-api/wham|/backend-api/codex|/api/codex)(/.*)$")
 _PUBLIC_GENERATE = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
 _LEEWAY_S = 0.002
@@ -171,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         if base == "error-200":
             raise _Reply(200, env.google_simple(500))
         if base == "huge" and google:
-            text = HUGE_TEXT
+            text = huge_text()
             usage = {"promptTokenCount": 10, "candidatesTokenCount": len(text) // 4,
                      "totalTokenCount": 10 + len(text) // 4}
             inner = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
