@@ -163,6 +163,18 @@ def test_output_folder_that_cannot_be_created_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "output folder" in output.lower()
 
 
+def test_output_folder_with_a_missing_parent_exits_2(tmp_path: Path) -> None:
+    code, output = sim_run(tmp_path / "no-such-dir" / "run")
+    assert code == 2 and "does not exist" in output and not (tmp_path / "no-such-dir").exists()
+
+
+def test_the_default_run_folder_is_created_with_its_parent(tmp_path: Path) -> None:
+    code, output = cli("run", "--project", "memory-extension", "--backend", "sim", "--sim-time-scale", "0.002",
+                       "--phases", "1", "--no-progress")
+    assert code == 0, output
+    assert (Path("sparc-runs") / "memory-extension" / "bundle.json").exists()
+
+
 def test_live_backend_without_credentials_stops_before_any_call(tmp_path: Path) -> None:
     code, output = cli("run", "--project", "memory-extension", "--output", str(tmp_path / "o"), "--no-progress")
     assert code == 2

@@ -153,7 +153,7 @@ def run(options: RunOptions) -> RunOutcome:
             raise ConfigError(f"--pause-after {options.pause_after} leaves no phase to run out of "
                               f"{','.join(map(str, options.phases or []))}.")
     folder = RunFolder(options.output or default_folder(settings, project))
-    folder.prepare()
+    folder.prepare(create_parents=options.output is None)
     folder.lock()
     sim: _Sim | None = None
     secrets = SecretRegistry()

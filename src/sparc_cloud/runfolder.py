@@ -37,17 +37,23 @@ class RunFolder:
 
     # ------------------------------------------------------------------ set-up
 
-    def prepare(self) -> None:
-        """Create the folder and prove it is writable, before any API call."""
+    def prepare(self, *, create_parents: bool = True) -> None:
+        """Create the folder and prove it is writable, before any API call.
+
+        With `create_parents=False` (an explicit --output) a missing parent folder is an error: a typo in
+        a path should not silently create a new tree."""
         parent = self.path.parent
-        if not parent.exists() and not self.path.exists():
+        if not self.path.exists() and not parent.is_dir():
+            if not create_parents or parent.exists():
+                raise ConfigError(f"The parent folder of the output folder {self.path} does not exist ({parent}). "
+                                  "Create it, or choose another --output.")
             try:
-                self.path.mkdir(parents=True)
+                parent.mkdir(parents=True)
             except OSError as exc:
                 raise ConfigError(f"Cannot create the output folder {self.path}: {exc.strerror}. "
                                   "Choose another --output.") from None
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("ok", encoding="utf-8")
             probe.unlink()
