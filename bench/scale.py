@@ -6,7 +6,7 @@ makespan against the rate-limit bound (target <= 1.05), 429s received (target 0)
 orchestrator (target < 250 MB at 5,000), orchestrator CPU per agent (target < 2 ms), and checkpoint bytes
 written per agent (must stay flat as N grows).
 
-    python bench/scale.py [--sizes 100,1000,5000] [--time-scale 0.01]
+    python bench/scale.py [--sizes 100,1000,5000] [--time-scale 0.05]
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ from sparc_cloud.project import Component, Project, Research, load_templates
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.runfolder import RunFolder
 from sparc_cloud.runner import Runner, RunnerHooks
+
+
+def reference_loop_s() -> float:
+    """CPU seconds of a fixed pure-Python loop: how fast this host is (about 0.15 s on a typical laptop)."""
+    t0 = time.process_time()
+    sum(i * i for i in range(3_000_000))
+    return time.process_time() - t0
 
 
 def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
@@ -86,6 +93,7 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
             "cpu_user_ms_per_agent": round((cpu1.ru_utime - cpu0.ru_utime) * 1000 / n, 3),
             "cpu_sys_ms_per_agent": round((cpu1.ru_stime - cpu0.ru_stime) * 1000 / n, 3),
             "checkpoint_bytes_per_agent": round(folder.journal_bytes / n, 1),
+            "reference_loop_cpu_s": round(reference_loop_s(), 3),
             "peak_concurrency_at_server": counters["peak_concurrency"],
         }
     finally:
@@ -96,7 +104,7 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100,1000,5000")
-    parser.add_argument("--time-scale", type=float, default=0.01)
+    parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,23 @@ from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
 
 FAST = 0.002  # simulator time scale for tests: a 20 s call takes 40 ms
+
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: object) -> None:
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1")) or not isinstance(
+            address, tuple):
+        return _real_connect(self, address)  # type: ignore[arg-type]
+    raise RuntimeError(f"a test tried to reach the network ({host}); mock it with responses or the simulator")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may open a connection off this machine."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
 @pytest.fixture(autouse=True)

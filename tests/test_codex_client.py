@@ -307,3 +307,10 @@ def test_api_key_only_auth_json_is_refused_with_login_hint(isolated_env: Path) -
     with pytest.raises(AuthError, match="codex login") as info:
         CodexAuth(path, clock=FakeClock(), secrets=SecretRegistry(), session=requests.Session())
     assert "sk-MARKER" not in str(info.value)
+
+
+@responses.activate
+def test_utf8_bodies_without_a_charset_are_decoded_as_utf8(isolated_env: Path) -> None:
+    body = json.dumps([{"id": "env_ü", "label": "Grüße 🚀"}], ensure_ascii=False).encode("utf-8")
+    responses.get(f"{BASE}/wham/environments", body=body, content_type="application/json")
+    assert make_client(isolated_env).environments()[0].label == "Grüße 🚀"

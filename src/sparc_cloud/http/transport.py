@@ -73,7 +73,9 @@ def exchange(
     """Send one request; return the decoded JSON of a 2xx answer or raise the typed error."""
     try:
         resp = session.request(method, url, headers=headers, json=json_body, params=params, timeout=timeout_s)
-        text = resp.text
+        # JSON is UTF-8 (RFC 8259): decode the bytes directly. `resp.text` would run charset detection over
+        # the whole body (megabytes for a Codex diff) whenever a server leaves the charset out.
+        text = resp.content.decode("utf-8", errors="replace")
     except requests.Timeout:
         raise TransientError(f"{endpoint}: timed out after {timeout_s:.0f} s", endpoint=endpoint) from None
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
