@@ -22,7 +22,7 @@ from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.sim import envelopes as env
 
 BASE = "https://cloudcode-pa.googleapis.com/v1internal"
-API = "https://generativelanguage.googleapis.com"
+API_BASE = "https://generativelanguage.googleapis.com"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
 ACCESS = "ya29.MARKER-ACCESS-0001"
 REFRESH = "1//MARKER-REFRESH-0001-abcdefghijklmnop"
@@ -102,7 +102,7 @@ def test_code_assist_maps_gemini_3_5_flash_model_name(isolated_env: Path) -> Non
 @responses.activate
 def test_api_key_mode_uses_public_endpoint_without_wrapper(isolated_env: Path) -> None:
     inner = dict(OK_BODY["response"], responseId="resp-9")  # type: ignore[arg-type]
-    responses.post(f"{API}/v1beta/models/gemini-2.5-flash:generateContent", json=inner)
+    responses.post(f"{API_BASE}/v1beta/models/gemini-2.5-flash:generateContent", json=inner)
     clock = FakeClock()
     client = GeminiClient(GeminiConfig(mode="api-key"), session=requests.Session(), limiters=RateLimiters(clock),
                           policy=RetryPolicy(), clock=clock, secrets=SecretRegistry(), api_key="AIzaMARKERKEY-000000000000")

@@ -151,10 +151,10 @@ def render_prompt(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]) -
     return system, prompt
 
 
-def inputs_hash(agent: AgentSpec, system: str, prompt: str, extra: str = "") -> str:
+def inputs_hash(agent: AgentSpec, system: str, prompt: str) -> str:
     """What decides whether a finished agent can be reused: backend, model and the exact prompt."""
     digest = hashlib.sha256()
-    for part in (agent.backend, agent.model, system, prompt, extra):
+    for part in (agent.backend, agent.model, system, prompt):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return "sha256:" + digest.hexdigest()

@@ -19,7 +19,7 @@ from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
 from sparc_cloud.costs import Budget
-from sparc_cloud.errors import AuthError, Cancelled, ConfigError, RunFolderWriteError, SparcError
+from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit
@@ -421,4 +421,4 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
 
 
-__all__ = ["AuthError", "RunOptions", "RunOutcome", "run"]
+__all__ = ["RunOptions", "RunOutcome", "run"]
