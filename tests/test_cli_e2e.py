@@ -179,7 +179,7 @@ def test_live_backend_without_credentials_stops_before_any_call(tmp_path: Path) 
     code, output = cli("run", "--project", "memory-extension", "--output", str(tmp_path / "o"), "--no-progress")
     assert code == 2
     assert "Gemini OAuth credentials not found" in output and "gemini" in output
-    assert not (tmp_path / "o" / "journal.jsonl").exists()
+    assert not (tmp_path / "o").exists()  # a start that failed leaves no folder behind
 
 
 def test_bad_flags_and_settings_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

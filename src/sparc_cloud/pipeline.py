@@ -235,6 +235,7 @@ def run(options: RunOptions) -> RunOutcome:
         if sim is not None:
             sim.close()
         folder.close()
+        folder.discard_if_unused()
 
 
 def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:

@@ -34,6 +34,7 @@ class RunFolder:
         self._journal: IO[str] | None = None
         self.journal_bytes = 0
         self.warnings: list[str] = []
+        self.created = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -43,6 +44,7 @@ class RunFolder:
         With `create_parents=False` (an explicit --output) a missing parent folder is an error: a typo in
         a path should not silently create a new tree."""
         parent = self.path.parent
+        self.created = not self.path.exists()
         if not self.path.exists() and not parent.is_dir():
             if not create_parents or parent.exists():
                 raise ConfigError(f"The parent folder of the output folder {self.path} does not exist ({parent}). "
@@ -88,6 +90,16 @@ class RunFolder:
                 fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
+
+    def discard_if_unused(self) -> None:
+        """Remove a folder this run created when nothing was recorded in it (a start that failed)."""
+        if not self.created or self.bundle_path.exists() or self.journal_path.exists():
+            return
+        for name in (".lock", "run.log", "events.jsonl"):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
     def archive_previous(self, run_id: str) -> Path | None:
         """Move an earlier run's files into `history/<run_id>/` before a fresh run starts."""
