@@ -15,6 +15,8 @@ from sparc_cloud.http.classify import (
 )
 from sparc_cloud.sim import envelopes as env
 
+CLOUDCODE = "cloudcode-pa.googleapis.com"  # the ErrorInfo domain Code Assist reports (data, never contacted)
+
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
@@ -92,14 +94,14 @@ def test_limit_zero_is_terminal_but_limit_ten_is_not() -> None:
 
 def test_delay_over_300_seconds_is_terminal() -> None:
     body = env.google_error(429, "RESOURCE_EXHAUSTED", "slow down",
-                            [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "301s"}])
+                            [{"@type": env.RPC_TYPE + "RetryInfo", "retryDelay": "301s"}])
     assert _classify(429, body)[0] == "terminal"
 
 
 def test_cloudcode_rate_limit_without_retry_info_is_terminal() -> None:
     body = env.google_error(429, "RESOURCE_EXHAUSTED", "rate limited", [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
-         "domain": "cloudcode-pa.googleapis.com", "metadata": {}}])
+        {"@type": env.RPC_TYPE + "ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
+         "domain": CLOUDCODE, "metadata": {}}])
     assert _classify(429, body)[0] == "terminal"
 
 
@@ -125,9 +127,9 @@ def test_server_errors_are_transient_and_client_errors_fatal() -> None:
 
 def test_validation_required_carries_its_url() -> None:
     body = env.google_error(403, "PERMISSION_DENIED", "Verify your account", [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "VALIDATION_REQUIRED",
-         "domain": "cloudcode-pa.googleapis.com"},
-        {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "v", "url": "https://verify.example/x"}]},
+        {"@type": env.RPC_TYPE + "ErrorInfo", "reason": "VALIDATION_REQUIRED",
+         "domain": CLOUDCODE},
+        {"@type": env.RPC_TYPE + "Help", "links": [{"description": "v", "url": "https://verify.example/x"}]},
     ])
     decision = classify(403, parse_error_body(json.dumps(body)))
     assert decision.kind == "validation"

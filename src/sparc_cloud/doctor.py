@@ -8,6 +8,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from sparc_cloud.clients.auth import CODEX_LOGIN_HINT, GEMINI_LOGIN_HINT, jwt_claims
@@ -40,10 +41,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _file_checks(name: str, path: object, hint: str) -> tuple[list[Check], dict[str, object] | None]:
-    from pathlib import Path
-
-    assert isinstance(path, Path)
+def _file_checks(name: str, path: Path, hint: str) -> tuple[list[Check], dict[str, object] | None]:
     if not path.exists():
         return [Check(name, "fail", f"{path} does not exist", hint)], None
     checks = []

@@ -90,8 +90,7 @@ def print_table(report: dict[str, Any]) -> None:
         table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}"
                             f"{', stale' if phase['stale'] else ''})", title_justify="left")
         for column in ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $"):
-            table.add_column(column, justify="right" if column[0].isdigit() or " s" in column or column in
-                             ("attempts", "429s", "tokens", "est. $") else "left")
+            table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right")
         for a in phase["agents"]:
             status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
             table.add_row(a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]),

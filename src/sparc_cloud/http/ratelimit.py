@@ -85,15 +85,18 @@ class RateLimiters:
             self._buckets[key] = bucket
         return bucket
 
+    def _tolerance(self, bucket: _Bucket, headroom: int) -> float:
+        """GCRA burst tolerance: how far ahead of the sustained rate a request may go."""
+        return max(0, bucket.limit.burst - 1 - headroom) * bucket.limit.interval(self.time_scale)
+
     def reserve(self, key: Key) -> float:
         """Take the next slot for `key`; return how many seconds to wait before using it."""
         with self._lock:
             bucket = self._bucket(key)
             now = self.clock.now()
             interval = bucket.limit.interval(self.time_scale)
-            tolerance = max(0, bucket.limit.burst - 1 - self.headroom) * interval
-            tat = max(bucket.tat, now, bucket.paused_until + tolerance if bucket.paused_until > now else 0.0)
-            allow_at = tat - tolerance
+            tat = max(bucket.tat, now)  # pause() has already moved tat past a pause
+            allow_at = tat - self._tolerance(bucket, self.headroom)
             bucket.tat = tat + interval
             bucket.acquired += 1
             delay = allow_at - now + self.safety_s if allow_at > now else 0.0
@@ -108,9 +111,8 @@ class RateLimiters:
             bucket = self._bucket(key)
             now = self.clock.now()
             interval = bucket.limit.interval(self.time_scale)
-            tolerance = (bucket.limit.burst - 1) * interval
             tat = max(bucket.tat, now)
-            allow_at = tat - tolerance
+            allow_at = tat - self._tolerance(bucket, 0)  # a server allows the whole burst
             if allow_at > now + leeway_s:
                 return allow_at - now
             bucket.tat = tat + interval
@@ -148,8 +150,7 @@ class RateLimiters:
             until = self.clock.now() + seconds
             if until > bucket.paused_until:
                 bucket.paused_until = until
-                interval = bucket.limit.interval(self.time_scale)
-                bucket.tat = max(bucket.tat, until + (bucket.limit.burst - 1) * interval)
+                bucket.tat = max(bucket.tat, until + self._tolerance(bucket, 0))
 
     def paused_for(self, key: Key) -> float:
         """Seconds `key` stays paused (0 when not paused)."""

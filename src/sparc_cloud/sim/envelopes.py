@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-_T = "type.googleapis.com/google.rpc."
+RPC_TYPE = "type.googleapis.com/google.rpc."  # the @type prefix of google.rpc error details
+_T = RPC_TYPE
 
 
 def google_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
