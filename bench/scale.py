@@ -6,6 +6,10 @@ makespan against the rate-limit bound (target <= 1.05), 429s received (target 0)
 orchestrator (target < 250 MB at 5,000), orchestrator CPU per agent (target < 2 ms), and checkpoint bytes
 written per agent (must stay flat as N grows).
 
+Because CPU figures depend on the host, each run also measures the floor under them: the same requests (same
+prompts, URL, headers, pacing by the same limiter, same number of threads) sent with bare urllib3 and
+`json.loads`, nothing else. `cpu_ms_per_agent - http_floor_cpu_ms` is what sparc-cloud itself adds per agent.
+
     python bench/scale.py [--sizes 100,1000,5000] [--time-scale 0.05]
 """
 
@@ -26,6 +30,7 @@ from common import Gcra, digest, emit, machine, sim_settings, start_external_sim
 
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.clients.factory import ClientContext, make_gemini
+from sparc_cloud.clients.gemini import GeminiClient
 from sparc_cloud.events import EventBus
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
@@ -41,6 +46,49 @@ def reference_loop_s() -> float:
     t0 = time.process_time()
     sum(i * i for i in range(3_000_000))
     return time.process_time() - t0
+
+
+def http_floor(gemini: GeminiClient, prompts: list[str], url: str, concurrency: int) -> dict[str, Any]:
+    """CPU per request of the bare exchange: urllib3 POST of the client's body, `json.loads` of the answer.
+
+    Paced by the run's own limiter (so the server sees the same rate) on `concurrency` threads."""
+    import urllib3
+
+    assert gemini.oauth is not None
+    pool = urllib3.PoolManager(maxsize=concurrency)
+    key = ("gemini", "generate", "gemini-2.5-flash")
+    project = gemini.project_id()
+    todo = list(enumerate(prompts))
+    lock = threading.Lock()
+    statuses: list[int] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i, prompt = todo.pop()
+            gemini.limiters.acquire(key)
+            body = {"model": "gemini-2.5-flash", "project": project, "user_prompt_id": f"floor-{i}",
+                    "request": {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                                "generationConfig": {}, "session_id": gemini.session_id}}
+            resp = pool.request("POST", url, body=json.dumps(body).encode(), timeout=60,
+                                headers={"Content-Type": "application/json",
+                                         "Authorization": f"Bearer {gemini.oauth.token()}"})  # type: ignore[union-attr]
+            json.loads(resp.data)
+            with lock:
+                statuses.append(resp.status)
+
+    threads = [threading.Thread(target=work) for _ in range(min(concurrency, len(prompts)))]
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return {"requests": len(statuses), "not_200": sum(1 for s in statuses if s != 200),
+            "cpu_ms_per_request": round(cpu * 1000 / len(statuses), 3)}
 
 
 def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
@@ -80,6 +128,9 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
         gcra = Gcra(DEFAULT_LIMITS[("gemini", "generate", "gemini-2.5-flash")], time_scale)
         bound = max(gcra.slot(0.0) + service[digest(render_prompt(plan, a, {})[1])] for a in agents)
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        floor_prompts = [render_prompt(plan, a, {})[1] for a in agents[: min(n, 300)]]
+        floor = http_floor(gemini, floor_prompts, f"{gemini.config.base_url.rstrip('/')}:generateContent",
+                           concurrency)
         return {
             "agents": n,
             "completed": sum(1 for r in records.values() if r.status == "completed"),
@@ -92,6 +143,10 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
             "cpu_ms_per_agent": round(cpu * 1000 / n, 3),
             "cpu_user_ms_per_agent": round((cpu1.ru_utime - cpu0.ru_utime) * 1000 / n, 3),
             "cpu_sys_ms_per_agent": round((cpu1.ru_stime - cpu0.ru_stime) * 1000 / n, 3),
+            "http_floor_cpu_ms": floor["cpu_ms_per_request"],
+            "sparc_cloud_own_cpu_ms_per_agent": round(cpu * 1000 / n - floor["cpu_ms_per_request"], 3),
+            "http_floor_requests": floor["requests"],
+            "http_floor_not_200": floor["not_200"],
             "checkpoint_bytes_per_agent": round(folder.journal_bytes / n, 1),
             "reference_loop_cpu_s": round(reference_loop_s(), 3),
             "peak_concurrency_at_server": counters["peak_concurrency"],

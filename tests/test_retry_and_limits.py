@@ -175,17 +175,3 @@ def test_the_client_keeps_one_request_of_the_burst_in_reserve() -> None:
     waits = [limiters.reserve(("k", "e", "m")) for _ in range(11)]
     assert waits == pytest.approx([0.0] * 9 + [1.0, 2.0])
 
-
-def test_session_reads_proxy_settings_once_per_host_and_honours_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sparc_cloud.http.session import Session
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.invalid:3128")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    session = Session()
-    remote = session.merge_environment_settings("https://chatgpt.com/backend-api/wham/tasks", {}, None, None, None)
-    local = session.merge_environment_settings("http://127.0.0.1:8765/v1internal", {}, None, None, None)
-    assert remote["proxies"].get("https") == "http://proxy.example.invalid:3128"
-    assert "http" not in local["proxies"] and "https" not in local["proxies"]
-    monkeypatch.setenv("HTTPS_PROXY", "http://other.example.invalid:1")
-    again = session.merge_environment_settings("https://chatgpt.com/backend-api/wham/tasks/x", {}, None, None, None)
-    assert again["proxies"]["https"] == "http://proxy.example.invalid:3128"  # cached for the session's life

@@ -49,6 +49,8 @@ class EventBus:
 
     def emit(self, event: Event) -> None:
         """Deliver an event (message redacted) to every sink, in order."""
+        if not self.sinks:
+            return
         event = Event(kind=event.kind, agent_id=event.agent_id, phase=event.phase,
                       message=self.secrets.redact(event.message), data=event.data, at=event.at)
         with self._lock:

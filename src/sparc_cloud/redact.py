@@ -25,10 +25,19 @@ _PATTERNS = [
 ]
 
 
+def _longest_first(secrets: Iterable[str]) -> list[str]:
+    return sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Return `text` with every known secret and secret-looking string replaced by `***`."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    return _redact(text, _longest_first(secrets))
+
+
+def _redact(text: str, ordered: list[str]) -> str:
+    for secret in ordered:
+        if secret in text:
+            text = text.replace(secret, MASK)
     for pattern in _PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + MASK, text)
@@ -42,16 +51,18 @@ class SecretRegistry:
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        self._ordered: list[str] = []  # longest first, so a secret containing another is masked whole
 
     def add(self, *values: str | None) -> None:
         """Remember values to mask (None and short strings are ignored)."""
-        for value in values:
-            if value and len(value) >= 4:
-                self._values.add(value)
+        fresh = {v for v in values if v and len(v) >= 4} - self._values
+        if fresh:
+            self._values |= fresh
+            self._ordered = _longest_first(self._values)  # replaced whole: readers on other threads see old or new
 
     def redact(self, text: str) -> str:
         """Mask the registered secrets and secret-looking patterns in `text`."""
-        return redact(text, self._values)
+        return _redact(text, self._ordered)
 
     def __repr__(self) -> str:
         return f"SecretRegistry({len(self._values)} values)"
