@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,6 +214,7 @@ class CodexClient:
         self.session = session
         self.limiters = limiters
         self.policy = policy
+        self._jitter = random.Random()  # noqa: S311 - retry jitter, not crypto
         self.clock = clock
         self.secrets = secrets
         self.poll = poll or PollPolicy()
@@ -297,7 +299,7 @@ class CodexClient:
                                     ) from None
 
         return call_with_retry(
-            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry,
+            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry, rng=self._jitter,
             on_rate_limited=lambda s: self.limiters.pause(key, s),
         )
 

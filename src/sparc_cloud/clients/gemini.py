@@ -5,6 +5,7 @@ Wire formats: shared/api/gemini.md sections 1 (Code Assist), 4 (public API), 3 (
 from __future__ import annotations
 
 import platform
+import random
 import threading
 import uuid
 from collections.abc import Callable
@@ -112,6 +113,7 @@ class GeminiClient:
         self.session = session
         self.limiters = limiters
         self.policy = policy
+        self._jitter = random.Random()  # noqa: S311 - retry jitter, not crypto
         self.clock = clock
         self.secrets = secrets
         self.oauth = oauth
@@ -251,7 +253,7 @@ class GeminiClient:
             return data
 
         data, attempts = call_with_retry(
-            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry,
+            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry, rng=self._jitter,
             on_rate_limited=lambda s: self.limiters.pause(key, s),
         )
         inner = data if self.config.mode == "api-key" else data["response"]
@@ -281,7 +283,7 @@ class GeminiClient:
         endpoint = "gemini loadCodeAssist"
         data, _ = call_with_retry(
             lambda: self._post(url, body, endpoint=endpoint, model="loadCodeAssist"),
-            policy=self.policy, clock=self.clock, endpoint=endpoint,
+            policy=self.policy, clock=self.clock, endpoint=endpoint, rng=self._jitter,
         )
         if not isinstance(data, dict):
             raise MalformedResponse(f"{endpoint}: the answer is not a JSON object", endpoint=endpoint)

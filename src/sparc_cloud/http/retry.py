@@ -21,8 +21,6 @@ from sparc_cloud.http.clock import Clock
 
 T = TypeVar("T")
 
-_JITTER = random.Random()  # noqa: S311 - jitter, not crypto; one per process (seeding costs a getrandom call)
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -61,7 +59,7 @@ def call_with_retry(
     rng: random.Random | None = None,
 ) -> tuple[T, int]:
     """Run `fn` under the policy; return its result and the number of attempts it took."""
-    rand = rng or _JITTER
+    rand = rng or random.Random()  # noqa: S311 - jitter, not crypto (clients pass their own: seeding costs a syscall)
     start = clock.now()
     malformed_seen = [0]
     scale = policy.time_scale
