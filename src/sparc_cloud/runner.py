@@ -46,7 +46,7 @@ def skipped(agent: AgentSpec, reason: str) -> AgentRecord:
 
 
 class Runner:
-    """Runs `agents`; `prior` holds finished records of agents outside this run that they may need."""
+    """Runs `agents` once; `prior` holds finished records of agents outside this run that they may need."""
 
     def __init__(
         self,
@@ -169,8 +169,7 @@ class Runner:
             self._finish(skipped(agent, reason))
         if not self._ready and self._in_flight == 0 and len(self.records) < len(self.agents):
             for aid in [a for a in self._by_id if a not in self.records]:  # unreachable: a cycle or bad data
-                if aid not in self.records:
-                    self._finish(skipped(self._by_id[aid], "dependencies could not be resolved"))
+                self._finish(skipped(self._by_id[aid], "dependencies could not be resolved"))
             self._ready.clear()  # everything is recorded now; what the skips above made ready is stale
         if len(self.records) >= len(self.agents):
             self._done.notify_all()
