@@ -13,7 +13,8 @@ import responses
 from rich.console import Console
 
 from sparc_cloud.events import Event, EventBus
-from sparc_cloud.notify import body_for, mask_url, webhook_kind
+from sparc_cloud.http.clock import FakeClock
+from sparc_cloud.notify import Notifier, body_for, mask_url, webhook_kind
 from sparc_cloud.phases import build_plan
 from sparc_cloud.progress import LiveProgress
 from sparc_cloud.project import load_project, load_templates
@@ -166,6 +167,41 @@ def test_notifications_are_sent_and_a_failing_webhook_never_fails_the_run(
     logged = caplog.text + output + "".join(p.read_text() for p in (tmp_path / "run").glob("*.log"))
     assert "MARKERDISCORDTOKEN" not in logged and "MARKERSECRETPATH" not in logged
     assert "notification to https://discord.com/*** failed" in caplog.text
+
+
+def _notify_once(url: str) -> tuple[Notifier, FakeClock]:
+    clock = FakeClock()
+    notifier = Notifier([url], "p", SecretRegistry(), clock=clock)
+    notifier(Event("phase_done", phase=1, message="Specification: completed"))
+    notifier.close()
+    return notifier, clock
+
+
+@responses.activate
+def test_a_webhook_that_fails_for_a_moment_is_retried_and_its_retry_after_honoured() -> None:
+    calls = [responses.post(SLACK, status=503), responses.post(SLACK, status=429, headers={"Retry-After": "7"}),
+             responses.post(SLACK, status=200)]
+    notifier, clock = _notify_once(SLACK)
+    assert [c.call_count for c in calls] == [1, 1, 1]
+    assert notifier.failures == 0
+    assert len(clock.sleeps) == 2 and 0.6 <= clock.sleeps[0] <= 1.4 and clock.sleeps[1] >= 7.0
+
+
+@responses.activate
+def test_a_webhook_that_keeps_failing_is_tried_three_times_then_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    failing = responses.post(SLACK, status=500)
+    notifier, _ = _notify_once(SLACK)
+    assert failing.call_count == 3 and notifier.failures == 1
+    assert "notification to https://hooks.slack.com/*** failed" in caplog.text
+    assert "MARKERSECRETPATH" not in caplog.text
+
+
+@responses.activate
+def test_a_webhook_that_refuses_the_post_is_not_retried() -> None:
+    refused = responses.post(SLACK, status=404)
+    notifier, clock = _notify_once(SLACK)
+    assert refused.call_count == 1 and notifier.failures == 1 and clock.sleeps == []
 
 
 def test_budget_stops_dispatching_before_crossing_it_and_the_run_resumes(tmp_path: Path) -> None:

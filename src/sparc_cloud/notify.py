@@ -1,8 +1,10 @@
 """Webhook notifications (`--notify URL`): phase done, agent failed, rate-limited for long, run finished.
 
 Slack and Discord incoming webhooks get their own body shapes ({"text"} / {"content"}); any other URL gets
-the event as generic JSON. Posts happen on a background thread so a slow webhook never slows the run, and a
-failing one is logged (with its URL masked) and never fails the run."""
+the event as generic JSON. Posts happen on a background thread so a slow webhook never slows the run. A
+post that meets a connection error, a 429 or a 5xx is retried under the shared retry policy (3 attempts,
+backoff from 1 s, a Retry-After hint honoured up to 30 s); one that still fails is logged (with its URL
+masked) and never fails the run."""
 
 from __future__ import annotations
 
@@ -10,16 +12,22 @@ import logging
 import queue
 import threading
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from sparc_cloud.errors import ApiError, RateLimited, SparcError, TransientError
 from sparc_cloud.events import Event
+from sparc_cloud.http.classify import parse_header_hint
+from sparc_cloud.http.clock import Clock, RealClock
+from sparc_cloud.http.retry import RetryPolicy, call_with_retry
 from sparc_cloud.redact import SecretRegistry
 
 log = logging.getLogger(__name__)
 LONG_WAIT_S = 60.0
+MAX_HINT_S = 30.0  # a webhook asking for a longer pause is not worth holding later notifications for
 NOTIFIED = {"phase_done", "agent_failed", "run_done"}
 
 
@@ -54,13 +62,17 @@ class Notifier:
     """An event sink posting the notified events to every URL."""
 
     def __init__(self, urls: list[str], project: str, secrets: SecretRegistry, *, long_wait_s: float = LONG_WAIT_S,
-                 timeout_s: float = 10.0, session: requests.Session | None = None) -> None:
+                 timeout_s: float = 10.0, session: requests.Session | None = None, clock: Clock | None = None,
+                 time_scale: float = 1.0) -> None:
         self.urls = urls
         self.project = project
         self.secrets = secrets
         self.long_wait_s = long_wait_s
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
+        self.clock = clock or RealClock()  # not the run's: notifications about a Ctrl-C still go out
+        self.policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_backoff_s=4.0, max_wait_s=MAX_HINT_S,
+                                  deadline_s=60.0, time_scale=time_scale)
         self.failures = 0
         for url in urls:  # the whole URL is a secret: mask it wherever it could be printed
             secrets.add(url, urlsplit(url).path)
@@ -81,14 +93,27 @@ class Notifier:
                 return
             for url in self.urls:
                 try:
-                    resp = self.session.post(url, json=body_for(webhook_kind(url), event, self.project),
-                                             timeout=self.timeout_s)
-                    if resp.status_code >= 300:
-                        raise requests.HTTPError(f"HTTP {resp.status_code}")
-                except requests.RequestException as exc:
+                    call_with_retry(partial(self._post, url, event), policy=self.policy, clock=self.clock,
+                                    endpoint=f"webhook {mask_url(url)}")
+                except SparcError as exc:
                     self.failures += 1
                     log.warning("notification to %s failed (%s); the run goes on", mask_url(url),
                                 self.secrets.redact(str(exc)))
+
+    def _post(self, url: str, event: Event) -> None:
+        endpoint = f"webhook {mask_url(url)}"
+        try:
+            resp = self.session.post(url, json=body_for(webhook_kind(url), event, self.project), timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise TransientError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint) from None
+        status = resp.status_code
+        if status == 429 or status >= 500:
+            hint = parse_header_hint(resp.headers)
+            delay = min(hint, MAX_HINT_S) if hint is not None else None
+            kind = RateLimited if status == 429 else TransientError
+            raise kind(f"{endpoint}: HTTP {status}", status=status, endpoint=endpoint, delay=delay)
+        if status >= 300:
+            raise ApiError(f"{endpoint}: HTTP {status}", status=status, endpoint=endpoint)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued (waiting at most `timeout_s`) and stop."""

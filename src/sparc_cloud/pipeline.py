@@ -301,7 +301,7 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         bus.add(live)
     elif options.console is not None:
         bus.add(PlainConsoleSink(options.console))
-    notifier = Notifier(options.notify, plan.project.name, secrets) if options.notify else None
+    notifier = Notifier(options.notify, plan.project.name, secrets, time_scale=ctx.time_scale) if options.notify else None
     if notifier is not None:
         bus.add(notifier)
     try:
