@@ -92,16 +92,16 @@ class Notifier:
             if event is None:
                 return
             for url in self.urls:
+                endpoint = f"webhook {mask_url(url)}"
                 try:
-                    call_with_retry(partial(self._post, url, event), policy=self.policy, clock=self.clock,
-                                    endpoint=f"webhook {mask_url(url)}")
+                    call_with_retry(partial(self._post, url, endpoint, event), policy=self.policy, clock=self.clock,
+                                    endpoint=endpoint)
                 except SparcError as exc:
                     self.failures += 1
                     log.warning("notification to %s failed (%s); the run goes on", mask_url(url),
                                 self.secrets.redact(str(exc)))
 
-    def _post(self, url: str, event: Event) -> None:
-        endpoint = f"webhook {mask_url(url)}"
+    def _post(self, url: str, endpoint: str, event: Event) -> None:
         try:
             resp = self.session.post(url, json=body_for(webhook_kind(url), event, self.project), timeout=self.timeout_s)
         except requests.RequestException as exc:
