@@ -43,8 +43,15 @@ def test_full_run_writes_the_whole_run_folder(tmp_path: Path) -> None:
     assert data["totals"]["agents"] == {"total": 13, "completed": 13, "failed": 0, "skipped": 0}
     assert data["totals"]["tokens"]["total_tokens"] == sum(r["usage"]["total_tokens"] for r in records.values())
     assert data["totals"]["wall_time_s"] > 0
-    journal = (out / "journal.jsonl").read_text().splitlines()
-    assert len(journal) == 13 and {json.loads(line)["record"]["id"] for line in journal} == set(records)
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert journal[0] == {"run_id": data["run_id"], "run": {"project": "memory-extension", "project_source":
+                                                           data["project_source"], "started_at": data["started_at"],
+                                                           "backend": "sim"}}
+    lines = [item["record"]["id"] for item in journal if "record" in item]
+    assert len(lines) == 13 and set(lines) == set(records)
+    started = {item["task"]["id"]: item["task"]["task_id"] for item in journal
+               if "task" in item and item["task"]["event"] == "started"}
+    assert started == {aid: records[aid]["task_id"] for aid in records if aid.startswith("p4-")}
     md = (out / "phase-1-specification" / "p1-research-1.md").read_text()
     assert "Research notes: MCP protocol" in md and records["p1-research-1"]["output_text"] in md
     assert (out / "phase-5-completion" / "p5-completion.md").exists()

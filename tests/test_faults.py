@@ -180,7 +180,7 @@ def test_huge_and_emoji_outputs_round_trip_into_bundle_and_markdown(tmp_path: Pa
     assert record["output_text"] == huge and len(huge.encode()) > 10_000_000
     markdown = (out / "phase-1-specification" / "p1-research-1.md").read_text(encoding="utf-8")
     assert markdown.split(OUTPUT_MARKER + "\n\n", 1)[1] == huge
-    assert "🚀🧠💾" in json.loads((out / "journal.jsonl").read_text(encoding="utf-8").splitlines()[0])["record"]["output_text"]
+    assert "🚀🧠💾" in json.loads((out / "journal.jsonl").read_text(encoding="utf-8").splitlines()[1])["record"]["output_text"]
 
 
 def test_disk_full_mid_run_is_a_clear_error_and_the_journal_resumes(tmp_path: Path,

@@ -12,13 +12,14 @@ from typing import Any
 from sparc_cloud.bundle import AgentRecord, Usage, utc_now
 from sparc_cloud.clients.codex import CodexClient, TaskDetails
 from sparc_cloud.clients.gemini import GeminiClient
-from sparc_cloud.costs import Budget, BudgetExceeded
-from sparc_cloud.errors import Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
+from sparc_cloud.costs import Budget, BudgetExceeded, record_cost
+from sparc_cloud.errors import ApiError, Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
 from sparc_cloud.events import Event, EventBus, EventKind
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.retry import RetryNotice
 from sparc_cloud.phases import AgentSpec, Output, Plan, inputs_hash, render_prompt
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.runfolder import TaskMark
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class AgentExecutor:
         reuse: Mapping[str, AgentRecord],
         agent_timeout_s: float,
         budget: Budget | None = None,
+        run_id: str = "",
+        run_backend: str = "live",
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        attach: Mapping[str, TaskMark] | None = None,
+        on_task: Callable[[TaskMark], None] | None = None,
     ) -> None:
         self.plan = plan
         self.backends = backends
@@ -73,6 +79,11 @@ class AgentExecutor:
         self.reuse = reuse
         self.agent_timeout_s = agent_timeout_s
         self.budget = budget
+        self.run_id = run_id
+        self.run_backend = run_backend
+        self.prices = prices or {}
+        self.attach = attach or {}
+        self.on_task = on_task or (lambda mark: None)
 
     def digest(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> str:
         """The inputs hash the agent would have with these dependency records."""
@@ -98,7 +109,7 @@ class AgentExecutor:
             return earlier.model_copy(update={"reused": True})
         record = AgentRecord(id=agent.id, phase=agent.phase, title=agent.title, backend=agent.backend,
                              model=agent.model, depends_on=list(agent.depends_on), status="failed",
-                             inputs_hash=digest, started_at=utc_now())
+                             inputs_hash=digest, started_at=utc_now(), run_backend=self.run_backend)
         if self.budget is not None:
             try:
                 self.budget.admit(agent.id, agent.model, (len(system) + len(prompt)) // 4)
@@ -140,12 +151,15 @@ class AgentExecutor:
             record.error = self.secrets.redact(str(exc))
             if isinstance(exc, RetriesExhausted):
                 record.attempts = exc.attempts
-            if isinstance(exc, TaskFailed | TaskTimeout):
-                record.task_id = exc.task_id
+            if isinstance(exc, TaskFailed):
+                record.task_id, record.task_status = exc.task_id, exc.status
+            elif isinstance(exc, TaskTimeout):
+                record.task_id, record.task_status = exc.task_id, exc.last_status
         except Exception as exc:  # noqa: BLE001 - any bug becomes a failed agent, logged with its traceback
             log.exception("agent %s hit an internal error", agent.id)
             record.error = self.secrets.redact(f"internal error: {type(exc).__name__}: {exc}")
         record.latency_s = round(self.clock.now() - started, 3)
+        record.cost_usd = round(record_cost(self.prices, record), 8)
         if self.budget is not None:
             self.budget.settle(record)
         record.finished_at = utc_now()
@@ -177,18 +191,28 @@ class AgentExecutor:
     def _run_codex(self, agent: AgentSpec, system: str, prompt: str, record: AgentRecord,
                    on_retry: Callable[[RetryNotice], None], on_wait: Callable[[float, str], None]) -> None:
         client = self.backends.codex_client()
-        env_id = self.backends.codex_environment_id
+        env_id, branch = self.backends.codex_environment_id, self.backends.codex_branch
         assert env_id, "the Codex environment is resolved before the run starts"
-        record.environment_id, record.branch = env_id, self.backends.codex_branch
-        task_id = client.create_task(f"{system}\n\n{prompt}", environment_id=env_id,
-                                     branch=self.backends.codex_branch, on_retry=on_retry, on_wait=on_wait)
-        record.task_id = task_id
+        record.environment_id, record.branch = env_id, branch
+        digest = record.inputs_hash or ""
 
         def on_poll(details: TaskDetails) -> None:
             self.bus.emit(Event("agent_polled", agent.id, agent.phase, details.status.value,
-                                {"task_id": task_id, "status": details.status.value}))
+                                {"task_id": details.task_id, "status": details.status.value}))
 
-        details, polls = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+        found = self._attached_task(agent, record, client, on_poll)
+        if found is None:
+            # Journaled before the request goes out: a process killed while the create is on the wire leaves a
+            # line a resume uses to look for the task instead of buying it twice.
+            marker = task_marker(self.run_id, agent.id, digest)
+            self.on_task(TaskMark(agent.id, "creating", digest, env_id, branch, marker=marker))
+            task_id = client.create_task(f"{system}\n\n{prompt}", environment_id=env_id, branch=branch,
+                                         on_retry=on_retry, on_wait=on_wait)
+            record.task_id = task_id
+            self.on_task(TaskMark(agent.id, "started", digest, env_id, branch, marker=marker, task_id=task_id))
+            found = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+        details, polls = found
+        record.task_status = details.status.value
         if details.updated_at is not None:
             record.detection_delay_s = round(max(0.0, self.clock.wall() - details.updated_at), 3)
         record.output_text = details.text
@@ -200,3 +224,32 @@ class AgentExecutor:
         # Codex Cloud reports no token usage; these are estimates (4 characters per token), marked as such.
         record.usage = Usage(prompt_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
         record.usage_estimated = True
+
+    def _attached_task(self, agent: AgentSpec, record: AgentRecord, client: CodexClient,
+                       on_poll: Callable[[TaskDetails], None]) -> tuple[TaskDetails, int] | None:
+        """Wait for the task an earlier session of this run started for the same inputs, if it is still alive.
+
+        None when there is none to attach to, or it failed, was cancelled or is gone: then a new task is bought."""
+        mark = self.attach.get(agent.id)
+        if mark is None or mark.task_id is None or mark.inputs_hash != record.inputs_hash or \
+                (mark.environment_id, mark.branch) != (record.environment_id, record.branch):
+            return None
+        record.task_id = mark.task_id
+        self.bus.emit(Event("agent_attached", agent.id, agent.phase,
+                            f"re-attached to Codex task {mark.task_id} started by an earlier session",
+                            {"task_id": mark.task_id}))
+        try:
+            return client.wait(mark.task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+        except TaskFailed as exc:
+            log.info("%s: the earlier task %s ended %s; creating a new one", agent.id, mark.task_id, exc.status)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            log.info("%s: the earlier task %s is gone (404); creating a new one", agent.id, mark.task_id)
+        record.task_id = None
+        return None
+
+
+def task_marker(run_id: str, agent_id: str, inputs_hash: str) -> str:
+    """What makes a created task findable again: the run, the agent and its inputs."""
+    return f"{run_id}/{agent_id}/{inputs_hash.removeprefix('sha256:')[:12]}"

@@ -60,12 +60,18 @@ class AgentRecord(BaseModel):
     edited: bool = False
     edited_hash: str | None = None
     task_id: str | None = None
+    task_status: str | None = None  # the Codex task's last known status (a failed agent's task may still run)
     environment_id: str | None = None
     branch: str | None = None
     diff: str | None = None
     worklog: list[str] | None = None
     polls: int | None = None
     detection_delay_s: float | None = None
+    # Where the agent ran: "live" (the real clouds) or "sim" (the simulator). Records of one backend are never
+    # reused by, or fed into, a run on the other. None in records written before this field existed.
+    run_backend: str | None = None
+    # What the agent cost when it ran (estimate at the prices of that moment); reused records keep it.
+    cost_usd: float | None = None
 
 
 class PhaseRecord(BaseModel):
@@ -75,6 +81,7 @@ class PhaseRecord(BaseModel):
     name: str
     status: PhaseStatus = "pending"
     stale: bool = False
+    stale_reason: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     agents: list[AgentRecord] = Field(default_factory=list)
@@ -88,6 +95,8 @@ class Session(BaseModel):
     mode: str
     phases: list[int]
     exit_code: int | None = None
+    backend: str | None = None
+    spent_usd: float = 0.0  # what this session's newly run agents cost
 
 
 class Bundle(BaseModel):
@@ -106,6 +115,9 @@ class Bundle(BaseModel):
     phases: list[PhaseRecord] = Field(default_factory=list)
     totals: dict[str, Any] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list)
+    # What every agent that ran in any session of this run cost, replaced and failed ones included: the
+    # journal is the ledger, so this survives kills, resumes and reruns. The budget applies to it.
+    spent_usd: float = 0.0
 
     def records(self) -> dict[str, AgentRecord]:
         """Every agent record by id."""

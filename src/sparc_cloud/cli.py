@@ -5,6 +5,7 @@ input error (nothing was called); 130 interrupted (the journal holds every finis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -116,9 +117,11 @@ def run(
 
       sparc-cloud run --project memory-extension --pause-after 1 --budget-usd 2
     """
-    from sparc_cloud.errors import SparcError
+    from sparc_cloud.errors import Cancelled, SparcError
     from sparc_cloud.phases import parse_phase_selection
+    from sparc_cloud.pipeline import RunOptions
 
+    options: RunOptions | None = None
     try:
         selection = parse_phase_selection(phases) if phases else None
         if backend not in ("live", "sim"):
@@ -131,7 +134,6 @@ def run(
 
             sim_config = load_scenario(scenario, SimConfig(time_scale=settings.sim_time_scale,
                                                            seed=settings.sim_seed))
-        from sparc_cloud.pipeline import RunOptions
         from sparc_cloud.pipeline import run as run_pipeline
 
         if pause_after is not None and not 1 <= pause_after <= 5:
@@ -142,33 +144,60 @@ def run(
             if not url.startswith(("https://", "http://")):
                 _fail("--notify needs an http(s) webhook URL.")
         live = not no_progress and sys.stdout.isatty() and not os.environ.get("CI")
+        shaping: list[tuple[str, object]] = [
+            ("--backend", backend), ("--output", output), ("--concurrency", concurrency), ("--codex-env", codex_env),
+            ("--sim-time-scale", sim_time_scale), ("--scenario", scenario), ("--agent-timeout", agent_timeout),
+            ("--deadline", deadline), ("--budget-usd", budget_usd),
+            *[("--notify", url) for url in notify or []],
+        ]
+        invocation = [part for flag, value in shaping if value is not None for part in (flag, str(value))]
+        if fail_fast:
+            invocation.append("--fail-fast")
+        if gemini_fallback is not None:
+            invocation.append("--gemini-fallback" if gemini_fallback else "--no-gemini-fallback")
+        if no_progress:
+            invocation.append("--no-progress")
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
                              resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config,
-                             pause_after=pause_after, budget_usd=budget_usd, notify=list(notify or []), live=live)
-        previous = _install_sigint(options.cancel)
+                             pause_after=pause_after, budget_usd=budget_usd, notify=list(notify or []), live=live,
+                             invocation=invocation)
+        previous = _install_stop_signals(options)
         try:
             outcome = run_pipeline(options)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     except SparcError as exc:
-        _fail(str(exc), exc.exit_code)
+        stopped = options.interrupted_by if options is not None and isinstance(exc, Cancelled) else None
+        _fail(str(exc), 128 + stopped if stopped else exc.exit_code)
     typer.echo(outcome.message, err=outcome.exit_code != 0)
     raise typer.Exit(outcome.exit_code)
 
 
-def _install_sigint(cancel: threading.Event) -> Any:
-    """First Ctrl-C: stop the run cleanly (journal kept, exit 130). Second: stop at once."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_stopped_by: list[int] = []  # the signal that ended the process, for main()'s exit code
+
+
+def _install_stop_signals(options: Any) -> dict[int, Any]:
+    """SIGINT (Ctrl-C), SIGTERM (containers, CI runners, `kill`) and SIGHUP (a closed terminal) all stop the
+    run cleanly: nothing new starts, in-flight HTTP is abandoned, the bundle is written, the `--resume` line is
+    printed, the terminal restored, temp files removed; exit 128 + the signal. A second signal quits at once."""
+    cancel: threading.Event = options.cancel
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if cancel.is_set():
+        if cancel.is_set() and options.interrupted_by is not None:
+            _stopped_by.append(signum)
             raise KeyboardInterrupt
+        options.interrupted_by = signum
         cancel.set()
-        typer.echo("\ninterrupted: stopping (press Ctrl-C again to quit at once)", err=True)
+        name = signal.Signals(signum).name
+        hint = " (press Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
+        with contextlib.suppress(OSError, ValueError):  # a hung-up terminal may refuse the write
+            typer.echo(f"\n{name}: stopping, keeping every finished agent{hint}", err=True)
 
-    if threading.current_thread() is threading.main_thread():
-        return signal.signal(signal.SIGINT, handler)
-    return None
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
 
 @app.command()
@@ -366,8 +395,10 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        signum = _stopped_by[-1] if _stopped_by else signal.SIGINT
+        with contextlib.suppress(OSError, ValueError):
+            typer.echo("interrupted", err=True)
+        sys.exit(128 + signum)
     except Exception as exc:  # a bug, not a user mistake: short message, traceback on request
         if os.environ.get("SPARC_DEBUG"):
             raise

@@ -27,11 +27,21 @@ def cost_usd(prices: Mapping[str, tuple[float, float]], model: str, prompt_token
     return (prompt_tokens * pin + output_tokens * pout) / 1_000_000
 
 
-def record_cost(prices: Mapping[str, tuple[float, float]], record: AgentRecord) -> float:
-    """Estimated USD of a finished agent (0 for reused or skipped ones)."""
-    if record.reused or record.status == "skipped":
+def priced(prices: Mapping[str, tuple[float, float]], record: AgentRecord) -> float:
+    """An agent's usage at these prices (0 for skipped ones), whatever it recorded when it ran."""
+    if record.status == "skipped":
         return 0.0
     return cost_usd(prices, record.model, record.usage.prompt_tokens, record.usage.output_tokens)
+
+
+def record_cost(prices: Mapping[str, tuple[float, float]], record: AgentRecord) -> float:
+    """Estimated USD of what an agent's run cost: the cost it recorded when it ran, else its usage at `prices`.
+
+    A reused record keeps the cost of the run that produced it: it was paid once, in an earlier session of
+    the same run. What a session spent counts only records it produced (`reused` false)."""
+    if record.status != "skipped" and record.cost_usd is not None:
+        return record.cost_usd
+    return priced(prices, record)
 
 
 class BudgetExceeded(Exception):
@@ -44,10 +54,10 @@ class Budget:
     The estimate is prompt tokens (known) plus output tokens from the model's output/prompt ratio, which
     starts at DEFAULT_OUTPUT_RATIO and is refined from every result of that model."""
 
-    def __init__(self, limit_usd: float, prices: Mapping[str, tuple[float, float]]) -> None:
+    def __init__(self, limit_usd: float, prices: Mapping[str, tuple[float, float]], *, spent: float = 0.0) -> None:
         self.limit = limit_usd
         self.prices = prices
-        self.spent = 0.0
+        self.spent = spent  # what earlier sessions of the run spent: the budget covers the whole run
         self.reserved: dict[str, float] = {}
         self._ratio: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
@@ -64,6 +74,10 @@ class Budget:
         with self._lock:
             if self.exhausted:
                 raise BudgetExceeded(f"not started: {self.exhausted}")
+            if self.spent >= self.limit:
+                self.exhausted = (f"budget: ${self.spent:.4f} already spent on this run (every session counts), "
+                                  f"--budget-usd {self.limit:g}")
+                raise BudgetExceeded(self.exhausted)
             estimate = self.estimate(model, prompt_tokens)
             committed = self.spent + sum(self.reserved.values())
             if committed + estimate > self.limit:
@@ -77,7 +91,8 @@ class Budget:
         """Replace an agent's reservation with what it really cost, and learn its model's ratio."""
         with self._lock:
             self.reserved.pop(record.id, None)
-            self.spent += record_cost(self.prices, record)
+            if not record.reused:
+                self.spent += record_cost(self.prices, record)
             if record.status == "completed" and not record.reused and record.usage.prompt_tokens:
                 seen_in, seen_out = self._ratio.get(record.model, (0, 0))
                 self._ratio[record.model] = (seen_in + record.usage.prompt_tokens,

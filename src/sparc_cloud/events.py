@@ -16,7 +16,8 @@ from sparc_cloud.redact import SecretRegistry
 
 EventKind = Literal[
     "run_started", "agent_queued", "agent_started", "agent_waiting", "agent_retrying", "agent_rate_limited", "agent_polled",
-    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "phase_done", "run_done",
+    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "agent_attached", "phase_done", "phase_stale",
+    "run_done",
 ]
 
 

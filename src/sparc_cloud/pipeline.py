@@ -4,11 +4,14 @@ This is where the pieces meet; each piece stays ignorant of the others (see DESI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets as pysecrets
+import shlex
+import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
-from sparc_cloud.costs import Budget
+from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 from sparc_cloud.phases import PHASES, AgentSpec, Plan, build_plan, phase_dir
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
-from sparc_cloud.runfolder import RunFolder
+from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
 
@@ -56,6 +59,10 @@ class RunOptions:
     notify: list[str] = field(default_factory=list)
     live: bool = False  # a live progress table instead of plain lines on `console`
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The options the user gave that shaped the run (as typed: `--backend sim --scenario x.toml ...`), repeated
+    # in every "continue with" command so that pasting it runs the same way. None: built from the fields above.
+    invocation: list[str] | None = None
+    interrupted_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
 
 
 @dataclass
@@ -100,8 +107,24 @@ def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
         handler.close()
 
 
+def continue_command(options: RunOptions, *, resume: bool = False, phases: str | None = None) -> str:
+    """The command that goes on with this run, repeating every option that shaped it, quoted for a shell."""
+    args = ["sparc-cloud", "run", "--project", options.project]
+    if options.invocation is not None:
+        args += options.invocation
+    else:
+        args += ["--backend", options.backend]
+        if options.output is not None:
+            args += ["--output", str(options.output)]
+    if phases:
+        args += ["--phases", phases]
+    if resume:
+        args.append("--resume")
+    return shlex.join(args)
+
+
 def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, AgentRecord], source: str,
-                         project_ref: str) -> None:
+                         options: RunOptions) -> None:
     for agent in plan.agents:
         if agent.phase not in selected:
             continue
@@ -115,8 +138,8 @@ def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, Age
                 state = "has no result" if rec is None else f"is {rec.status}"
                 raise ConfigError(
                     f"Phase {agent.phase} needs phase {dep_phase} ({name}) first: {dep} {state} in {source}. "
-                    f"Run `sparc-cloud run --project {project_ref} --phases {dep_phase}` first (or run "
-                    f"--phases {dep_phase}-{max(selected)})."
+                    f"Run `{continue_command(options, phases=str(dep_phase))}` first (or "
+                    f"`{continue_command(options, phases=f'{dep_phase}-{max(selected)}')}`)."
                 )
 
 
@@ -160,25 +183,24 @@ def run(options: RunOptions) -> RunOutcome:
     try:
         existing: Bundle | None = None
         records: dict[str, AgentRecord] = {}
+        journal = JournalState(run_id=None)
         if options.phases or options.resume:
-            if folder.bundle_path.exists():
-                existing = folder.load_bundle()
-                if existing.project != project.name:
-                    raise ConfigError(f"{folder.bundle_path} belongs to project {existing.project!r}, not "
-                                      f"{project.name!r}. Use --output to pick that project's folder.")
+            existing, journal = _load_previous(folder, project, settings)
+            if existing is None and options.resume:
+                raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json and no journal of a "
+                                  "run. Run without --resume.")
+            if existing is not None:
                 records = existing.records()
-                for rec in folder.read_journal(existing.run_id):
-                    records[rec.id] = rec
+                records.update(journal.records)
                 for warning in folder.warnings:
                     if options.console is not None:
                         options.console.write(warning + "\n")
                 _merge_journal(existing, records)
+                _refuse_other_backend(existing, records, options, folder)
                 for aid in folder.apply_edits(records):
                     if options.console is not None:
                         options.console.write(f"using your edited output of {aid}\n")
-            elif options.resume:
-                raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json. Run without --resume.")
-        _check_prerequisites(plan, selected, records, str(folder.bundle_path), options.project)
+        _check_prerequisites(plan, selected, records, str(folder.bundle_path), options)
 
         if options.backend == "sim":
             sim = _Sim(options)
@@ -210,27 +232,31 @@ def run(options: RunOptions) -> RunOutcome:
         if existing is None or not (options.phases or options.resume):
             run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
             if folder.bundle_path.exists() or folder.journal_path.exists():
-                old_id = run_id
-                try:
-                    old_id = folder.load_bundle().run_id
-                except SparcError:
-                    old_id = "unreadable-" + run_id
-                moved = folder.archive_previous(old_id)
+                moved = folder.archive_previous(_previous_run_id(folder, run_id))
                 if moved:
                     log.info("moved the previous run to %s", moved)
             bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
                             backend=options.backend)
             records = {}
+            journal = JournalState(run_id=run_id)
+            folder.append_run_header(bundle)
         else:
             bundle = existing
             bundle.backend = options.backend
+            if journal.header is None and not journal.record_lines:
+                folder.append_run_header(bundle)  # a journal lost or never written: start it again
+        bundle.spent_usd = round(max(bundle.spent_usd, journal.spent_usd), 8)
         mode = "resume" if options.resume else ("rerun" if options.phases else "run")
-        session = Session(started_at=now, mode=mode, phases=selected)
+        session = Session(started_at=now, mode=mode, phases=selected, backend=options.backend)
         bundle.sessions.append(session)
+        # From here on the folder always has a bundle: `report` works mid-run, and a kill at any moment leaves
+        # bundle + journal, which is all `--resume` needs.
+        folder.write_bundle(bundle)
 
         with _logging_to(folder, secrets):
+            attach = _live_tasks(journal, records) if bundle is existing else {}
             return _execute(options, plan, selected, folder, bundle, records, backends, ctx, secrets, session,
-                            settings)
+                            settings, attach)
     finally:
         if sim is not None:
             sim.close()
@@ -253,6 +279,86 @@ def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
             phase_.agents.append(record)
 
 
+def _load_previous(folder: RunFolder, project: Project, settings: Settings) -> tuple[Bundle | None, JournalState]:
+    """The run already in the folder: its bundle, else one rebuilt from the journal's header (a run killed
+    before its first phase ended), and what the journal adds to it. (None, empty) when there is no run."""
+    existing = folder.load_bundle() if folder.bundle_path.exists() else None
+    journal = folder.read_journal(existing.run_id if existing else None,
+                                  cost=lambda record: record_cost(settings.prices, record))
+    if existing is None and journal.run_id is not None:
+        header = journal.header or {}
+        first = next(iter(journal.records.values()), None)
+        started = str(header.get("started_at") or (first.started_at if first else None) or utc_now())
+        existing = Bundle(project=str(header.get("project") or project.name),
+                          project_source=str(header.get("project_source") or ""), run_id=journal.run_id,
+                          started_at=started, backend=str(header.get("backend") or _record_backend(first, "live")))
+        log.info("rebuilt the bundle of run %s from %s", journal.run_id, folder.journal_path)
+    if existing is not None and existing.project != project.name:
+        raise ConfigError(f"{folder.path} holds a run of project {existing.project!r}, not {project.name!r}. Use "
+                          "--output to pick that project's folder.")
+    return existing, journal
+
+
+def _live_tasks(journal: JournalState, records: dict[str, AgentRecord]) -> dict[str, TaskMark]:
+    """Cloud tasks an earlier session started and may still be running or done: those a resume re-attaches to.
+
+    Tasks journaled as started (or being created) with no result recorded after, and tasks of agents that failed
+    while their task was still alive (timeout, polling that failed for good)."""
+    marks = dict(journal.tasks)
+    for record in records.values():
+        if record.id in marks or record.status != "failed" or not record.task_id:
+            continue
+        if record.task_status in ("failed", "cancelled"):
+            continue
+        marks[record.id] = TaskMark(record.id, "started", record.inputs_hash, record.environment_id, record.branch,
+                                    task_id=record.task_id)
+    return marks
+
+
+def _record_backend(record: AgentRecord | None, default: str) -> str:
+    return (record.run_backend if record is not None else None) or default
+
+
+def _previous_run_id(folder: RunFolder, fallback: str) -> str:
+    """The id of the run a fresh run moves into history/."""
+    try:
+        return folder.load_bundle().run_id
+    except SparcError:
+        pass
+    with contextlib.suppress(OSError):
+        state = folder.read_journal(None)
+        if state.run_id:
+            return state.run_id
+    return "unreadable-" + fallback
+
+
+def _refuse_other_backend(bundle: Bundle, records: dict[str, AgentRecord], options: RunOptions,
+                          folder: RunFolder) -> None:
+    """Results of the simulator must never pass for a model's (nor the reverse): continuing a run on another
+    backend than the one that made its records is refused."""
+    made_by: dict[str, list[str]] = {}
+    legacy = bundle.sessions[0].backend if bundle.sessions and bundle.sessions[0].backend else bundle.backend
+    for record in records.values():
+        if record.status == "skipped" and not record.run_backend:
+            continue
+        made_by.setdefault(_record_backend(record, legacy), []).append(record.id)
+    if not records:
+        made_by.setdefault(bundle.backend, [])
+    other = sorted(b for b in made_by if b != options.backend)
+    if not other:
+        return
+    ids = made_by[other[0]]
+    shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+    kind = {"sim": "on the simulator (--backend sim)", "live": "on the real clouds (--backend live)"}
+    raise ConfigError(
+        f"The run in {folder.path} was made {kind.get(other[0], 'with --backend ' + other[0])}"
+        f"{': ' + shown if shown else ''}. Building on it with --backend {options.backend} would pass those results "
+        f"off as {'real model output' if options.backend == 'live' else 'simulated'} and mix both in one bundle. "
+        f"Start a fresh run instead (the same command without --resume/--phases moves the old run into "
+        f"{folder.path / 'history'}), or pick another --output folder."
+    )
+
+
 def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project, backends: Backends) -> None:
     wanted = settings.codex_environment or project.codex.environment
     if options.backend == "sim" and not wanted:
@@ -266,27 +372,52 @@ def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project
     backends.codex_branch = settings.codex_branch or project.codex.branch
 
 
-def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: AgentExecutor) -> None:
-    """A phase not run now is stale when any of its agents would now get different inputs."""
+def phase_reads(plan: Plan) -> dict[int, set[int]]:
+    """For each phase, the earlier phases whose outputs its agents read."""
+    reads: dict[int, set[int]] = {n: set() for n in PHASES}
+    for agent in plan.agents:
+        reads[agent.phase].update(plan.by_id[d].phase for d in agent.depends_on if plan.by_id[d].phase != agent.phase)
+    return reads
+
+
+def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: AgentExecutor) -> dict[int, str]:
+    """Mark the phases not run now that are stale, with why; return {phase: reason}.
+
+    A phase is stale when one of its agents would now get different inputs (a phase it reads was rerun with
+    another output, or an output it reads was edited), or when a phase it reads is stale itself."""
     records = bundle.records()
-    for phase in bundle.phases:
+    reads = phase_reads(plan)
+    stale: dict[int, str] = {}
+    for phase in sorted(bundle.phases, key=lambda p: p.number):
         if phase.number in selected or not phase.agents:
+            phase.stale, phase.stale_reason = False, None
             continue
-        changed = False
+        reason = None
         for rec in phase.agents:
             agent = plan.by_id.get(rec.id)
             if agent is None or rec.status != "completed":
                 continue
             deps = {d: records[d] for d in agent.depends_on if d in records}
             if rec.inputs_hash != executor.digest(agent, deps):
-                changed = True
+                rerun = sorted(n for n in reads[phase.number] if n in selected)
+                what = (", ".join(f"phase {n} ({PHASES[n][1]})" for n in rerun) + " was rerun with another output"
+                        if rerun else "an output it reads was edited, or the project file changed")
+                reason = f"its inputs changed: {what}"
                 break
-        phase.stale = changed
+        if reason is None:
+            upstream = sorted(n for n in reads[phase.number] if n in stale)
+            if upstream:
+                reason = "it reads " + ", ".join(f"phase {n} ({PHASES[n][1]})" for n in upstream) + \
+                         (", which is stale" if len(upstream) == 1 else ", which are stale")
+        phase.stale, phase.stale_reason = reason is not None, reason
+        if reason is not None:
+            stale[phase.number] = reason
+    return stale
 
 
 def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFolder, bundle: Bundle,
              records: dict[str, AgentRecord], backends: Backends, ctx: ClientContext, secrets: SecretRegistry,
-             session: Session, settings: Settings) -> RunOutcome:
+             session: Session, settings: Settings, attach: dict[str, TaskMark]) -> RunOutcome:
     from sparc_cloud.runner import Runner, RunnerHooks
 
     bus = EventBus(secrets)
@@ -325,9 +456,14 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     prior = {aid: rec for aid, rec in records.items() if plan.by_id.get(aid) and plan.by_id[aid].phase not in selected}
     # In sim mode every duration is simulated time: timeouts and deadlines shrink with the time scale.
     scale = ctx.time_scale
-    budget = Budget(options.budget_usd, settings.prices) if options.budget_usd is not None else None
+    budget = Budget(options.budget_usd, settings.prices, spent=bundle.spent_usd) \
+        if options.budget_usd is not None else None
+    def on_task(mark: TaskMark) -> None:
+        _write_or_stop(options, folder, mark.id, lambda: folder.append_task_mark(bundle.run_id, mark))
+
     executor = AgentExecutor(plan, backends, bus=bus, clock=ctx.clock, secrets=secrets, reuse=reuse,
-                             agent_timeout_s=settings.agent_timeout_s * scale, budget=budget)
+                             agent_timeout_s=settings.agent_timeout_s * scale, budget=budget, run_id=bundle.run_id,
+                             run_backend=options.backend, prices=settings.prices, attach=attach, on_task=on_task)
 
     def on_started(agent: AgentSpec) -> None:
         bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
@@ -336,27 +472,28 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         phases[record.phase].agents.append(record)
         if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
             bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
-        try:
-            folder.append_journal(bundle.run_id, record)
-            folder.write_outputs(record)
-        except OSError as exc:
-            options.cancel.set()
-            raise RunFolderWriteError(
-                f"Writing to the run folder {folder.path} failed ({exc.strerror or exc}) after {record.id} finished. "
-                f"Every agent that finished before it is saved in {folder.journal_path}. Free some space (or fix "
-                f"the folder's permissions), then continue with `sparc-cloud run --project {options.project} "
-                f"--resume{' --output ' + str(options.output) if options.output else ''}`."
-            ) from None
+        if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
+            spent = record_cost(settings.prices, record)
+            session.spent_usd = round(session.spent_usd + spent, 8)
+            bundle.spent_usd = round(bundle.spent_usd + spent, 8)
+
+            def save() -> None:
+                folder.append_journal(bundle.run_id, record)
+                folder.write_outputs(record)
+
+            _write_or_stop(options, folder, record.id, save)
+        else:
+            _write_or_stop(options, folder, record.id, lambda: folder.write_outputs(record))
 
     def on_phase_done(number: int) -> None:
         phase = phases[number]
         order = {a.id: i for i, a in enumerate(plan.agents)}
         phase.agents.sort(key=lambda r: order.get(r.id, 0))
         phase.status = phase_status(phase.agents, len(plan.phase_agents(number)))
-        phase.stale = False
+        phase.stale, phase.stale_reason = False, None
         phase.finished_at = utc_now()
         bundle.totals = compute_totals(bundle)
-        folder.write_bundle(bundle)
+        _write_or_stop(options, folder, None, lambda: folder.write_bundle(bundle))
         bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
                        data={"status": phase.status}))
 
@@ -374,14 +511,17 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         done = runner.run()
     except Cancelled:
         done = runner.records
-        exit_code = 130
+        exit_code = 128 + (options.interrupted_by or signal.SIGINT)
     finally:
         if live is not None:
             for aid, rec in runner.records.items():
                 if rec.status == "skipped":
                     live.mark_skipped(aid, rec.error or "")
             live.__exit__(None, None, None)
-    _mark_stale(plan, bundle, selected, executor)
+    stale = _mark_stale(plan, bundle, selected, executor)
+    for number, reason in stale.items():
+        bus.emit(Event("phase_stale", phase=number, message=f"{PHASES[number][1]} is stale: {reason}",
+                       data={"reason": reason}))
     wall = ctx.clock.now() - start
     failed = [r for r in done.values() if r.status != "completed"]
     if exit_code == 0 and failed:
@@ -391,35 +531,64 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     session.finished_at = bundle.finished_at
     session.exit_code = exit_code
     folder.write_bundle(bundle)
+    msg = _summary(options, plan, selected, folder, bundle, done, wall, exit_code, budget, stale)
     counts = {s: sum(1 for r in done.values() if r.status == s) for s in ("completed", "failed", "skipped")}
-    reused = sum(1 for r in done.values() if r.reused)
-    msg = (f"{counts['completed']} completed ({reused} reused), {counts['failed']} failed, {counts['skipped']} "
-           f"skipped in {wall:.1f} s; {bundle.totals['tokens']['total_tokens']:,} tokens. Run folder: {folder.path}")
-    if exit_code == 130:
-        msg = (f"Interrupted: {len(done)} agent(s) finished and are saved in {folder.journal_path}. "
-               f"Continue with `sparc-cloud run --project {options.project} --resume"
-               f"{' --output ' + str(options.output) if options.output else ''}`.")
-    elif budget is not None and budget.exhausted:
-        msg += (f"\nStopped before crossing the budget ({budget.exhausted}); ${budget.spent:.4f} spent. Raise "
-                f"--budget-usd and continue with `sparc-cloud run --project {options.project} --resume"
-                f"{' --output ' + str(options.output) if options.output else ''}`.")
-    elif failed:
-        first = failed[0]
-        msg += (f"\nFirst problem: {first.id}: {first.error}\nFix it, then finish the run with "
-                f"`sparc-cloud run --project {options.project} --resume"
-                f"{' --output ' + str(options.output) if options.output else ''}`.")
-    if exit_code == 0 and options.pause_after is not None and options.pause_after < max(PHASES):
-        nxt = options.pause_after + 1
-        msg += (f"\nPaused after phase {options.pause_after} for review. Edit the Markdown under "
-                f"{folder.path / phase_dir(options.pause_after)} if you like, then go on with "
-                f"`sparc-cloud run --project {options.project} --phases {nxt}-{max(PHASES)}"
-                f"{' --output ' + str(options.output) if options.output else ''}`.")
     bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
     jsonl.close()
     if notifier is not None:
         notifier.close()
     log.info("phase folders: %s", ", ".join(phase_dir(n) for n in selected))
     return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
+
+
+def _write_or_stop(options: RunOptions, folder: RunFolder, after: str | None, write: Callable[[], None]) -> None:
+    """Run a write into the run folder; a failure (disk full, permissions) stops the run with one clear error."""
+    try:
+        write()
+    except OSError as exc:
+        options.cancel.set()
+        when = f" after {after} finished" if after else ""
+        raise RunFolderWriteError(
+            f"Writing to the run folder {folder.path} failed ({exc.strerror or exc}){when}. Every agent that "
+            f"finished before is saved in {folder.journal_path}. Free some space (or fix the folder's permissions), "
+            f"then continue with `{continue_command(options, resume=True)}`."
+        ) from None
+
+
+def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFolder, bundle: Bundle,
+             done: dict[str, AgentRecord], wall: float, exit_code: int, budget: Budget | None,
+             stale: dict[int, str]) -> str:
+    """The closing message: counts, and a command to paste that goes on (with every option that shaped the run)."""
+    counts = {s: sum(1 for r in done.values() if r.status == s) for s in ("completed", "failed", "skipped")}
+    reused = sum(1 for r in done.values() if r.reused)
+    failed = [r for r in done.values() if r.status != "completed"]
+    msg = (f"{counts['completed']} completed ({reused} reused), {counts['failed']} failed, {counts['skipped']} "
+           f"skipped in {wall:.1f} s; {bundle.totals['tokens']['total_tokens']:,} tokens; "
+           f"${bundle.spent_usd:.4f} spent on this run so far. Run folder: {folder.path}")
+    if exit_code > 128:
+        name = signal.Signals(exit_code - 128).name
+        return (f"Interrupted ({name}): {len(done)} agent(s) finished and are saved in {folder.journal_path}. "
+                f"Continue with `{continue_command(options, resume=True)}`.")
+    if budget is not None and budget.exhausted:
+        msg += (f"\nStopped before crossing the budget ({budget.exhausted}); ${budget.spent:.4f} spent on this run "
+                f"in all. Raise --budget-usd in `{continue_command(options, resume=True)}` and run it to go on.")
+    elif failed:
+        first = failed[0]
+        msg += (f"\nFirst problem: {first.id}: {first.error}\nFix it, then finish the run with "
+                f"`{continue_command(options, resume=True)}`.")
+    if exit_code == 0 and options.pause_after is not None:
+        rest = [n for n in (options.phases or sorted(PHASES)) if n > options.pause_after]
+        if rest:
+            span = str(rest[0]) if len(rest) == 1 else (f"{rest[0]}-{rest[-1]}" if rest == list(
+                range(rest[0], rest[-1] + 1)) else ",".join(map(str, rest)))
+            msg += (f"\nPaused after phase {options.pause_after} for review. Edit the Markdown under "
+                    f"{folder.path / phase_dir(options.pause_after)} if you like, then go on with "
+                    f"`{continue_command(options, phases=span)}`.")
+    if stale:
+        lo, hi = min(stale), max(stale)
+        lines = "; ".join(f"phase {n} ({PHASES[n][1]}): {why}" for n, why in sorted(stale.items()))
+        msg += f"\nStale: {lines}. Bring them up to date with `{continue_command(options, phases=f'{lo}-{hi}')}`."
+    return msg
 
 
 __all__ = ["RunOptions", "RunOutcome", "run"]

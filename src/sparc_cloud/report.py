@@ -7,12 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from sparc_cloud.bundle import load_bundle
-from sparc_cloud.costs import record_cost
+from sparc_cloud.costs import priced
+from sparc_cloud.runfolder import RunFolder
 
 
 def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
-    """The report as plain data (what `--json` prints)."""
+    """The report as plain data (what `--json` prints).
+
+    Costs are estimates at today's price table. An agent's cost is shown also when a later session reused its
+    result; the run's total counts every agent that ran in any session (the journal is the ledger), so a resume
+    or a rerun never makes a run look cheaper than it was."""
     bundle = load_bundle(run_dir / "bundle.json")
+    ledger = RunFolder(run_dir).read_journal(bundle.run_id, cost=lambda record: priced(prices, record))
     phases = []
     throttled: dict[str, float] = {}
     total_cost = 0.0
@@ -20,7 +26,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
     for phase in bundle.phases:
         rows: list[dict[str, Any]] = []
         for a in phase.agents:
-            cost = record_cost(prices, a)
+            cost = priced(prices, a)
             total_cost += cost
             if not a.reused:
                 agent_time += a.latency_s
@@ -33,7 +39,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
                 "error": a.error,
             })
         phases.append({"number": phase.number, "name": phase.name, "status": phase.status, "stale": phase.stale,
-                       "agents": rows,
+                       "stale_reason": phase.stale_reason, "agents": rows,
                        "latency_s": round(sum(r["latency_s"] for r in rows), 3),
                        "tokens": sum(r["tokens"] for r in rows),
                        "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)})
@@ -45,7 +51,9 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
         "totals": {
             "agents": bundle.totals.get("agents", {}),
             "tokens": bundle.totals.get("tokens", {}),
-            "cost_usd": round(total_cost, 6),
+            "cost_usd": round(ledger.spent_usd if ledger.record_lines else max(total_cost, bundle.spent_usd), 6),
+            "records_cost_usd": round(total_cost, 6),
+            "sessions": max(1, len(bundle.sessions)),
             "wall_time_s": wall,
             "sequential_estimate_s": round(agent_time, 3),
             "speedup": round(agent_time / wall, 2) if wall else None,
@@ -63,7 +71,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"{t['agents'].get('completed', 0)} completed, {t['agents'].get('failed', 0)} failed, "
         f"{t['agents'].get('skipped', 0)} skipped; {t['tokens'].get('total_tokens', 0):,} tokens; "
-        f"estimated ${t['cost_usd']:.4f}; wall {t['wall_time_s']:.1f} s vs {t['sequential_estimate_s']:.1f} s "
+        f"estimated ${t['cost_usd']:.4f} over {t['sessions']} session(s); "
+        f"wall {t['wall_time_s']:.1f} s vs {t['sequential_estimate_s']:.1f} s "
         f"one at a time (speed-up {t['speedup']}).",
         "",
         "| phase | agent | status | model | latency s | attempts | 429s | tokens | est. $ |",
@@ -77,6 +86,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{a['rate_limited_429']} | {a['tokens']:,} | {a['cost_usd']:.4f} |")
     if t["throttled_s_by_model"]:
         lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
+    lines += [f"\nPhase {p['number']} ({p['name']}) is stale: {p['stale_reason'] or 'its inputs changed'}."
+              for p in report["phases"] if p["stale"]]
     return "\n".join(lines) + "\n"
 
 
@@ -87,8 +98,9 @@ def print_table(report: dict[str, Any]) -> None:
 
     console = Console()
     for phase in report["phases"]:
-        table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}"
-                            f"{', stale' if phase['stale'] else ''})", title_justify="left")
+        stale = f", stale: {phase['stale_reason'] or 'its inputs changed'}" if phase["stale"] else ""
+        table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}{stale})",
+                      title_justify="left")
         for column in ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $"):
             table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right")
         for a in phase["agents"]:
@@ -99,7 +111,8 @@ def print_table(report: dict[str, Any]) -> None:
         console.print(table)
     t = report["totals"]
     console.print(
-        f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f}, wall "
+        f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f} over "
+        f"{t['sessions']} session(s), wall "
         f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']})."
     )
     if t["throttled_s_by_model"]:

@@ -9,8 +9,11 @@ import json
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
 from sparc_cloud.errors import ConfigError
@@ -19,6 +22,55 @@ from sparc_cloud.phases import phase_dir
 
 log = logging.getLogger(__name__)
 OUTPUT_MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
+
+
+@dataclass
+class TaskMark:
+    """A journal line about a paid cloud task: `creating` is written before the create request goes out,
+    `started` the moment it returns the task's id. A resume finds the task by id, or by `marker` (which the
+    create put into the task) when the process died before the id came back."""
+
+    id: str  # the agent
+    event: Literal["creating", "started"]
+    inputs_hash: str | None
+    environment_id: str | None
+    branch: str | None
+    marker: str | None = None
+    task_id: str | None = None
+
+
+@dataclass
+class JournalState:
+    """One run's journal, read back: its header, the newest record of each agent, the tasks in flight when
+    it stopped, and the ledger of what every agent that ran cost."""
+
+    run_id: str | None
+    header: dict[str, Any] | None = None
+    records: dict[str, AgentRecord] = field(default_factory=dict)
+    tasks: dict[str, TaskMark] = field(default_factory=dict)  # per agent, newer than its newest record
+    spent_usd: float = 0.0
+    record_lines: int = 0
+
+    def take(self, item: dict[str, Any], cost: Callable[[AgentRecord], float] | None) -> None:
+        """Fold one journal line in (lines of other runs are ignored)."""
+        if "run" in item and isinstance(item["run"], dict):
+            if self.run_id is None or item["run_id"] == self.run_id:
+                self.run_id, self.header = str(item["run_id"]), item["run"]
+            return
+        if self.run_id is None and "run_id" in item:
+            self.run_id = str(item["run_id"])  # a journal written before run headers existed
+        if item["run_id"] != self.run_id:
+            return
+        if "task" in item:
+            mark = TaskMark(**item["task"])
+            self.tasks[mark.id] = mark
+            return
+        record = AgentRecord.model_validate(item["record"])
+        self.records[record.id] = record
+        self.tasks.pop(record.id, None)
+        self.record_lines += 1
+        if not record.reused and record.status != "skipped":
+            self.spent_usd += cost(record) if cost is not None else (record.cost_usd or 0.0)
 
 
 class RunFolder:
@@ -32,6 +84,7 @@ class RunFolder:
         self.events_path = path / "events.jsonl"
         self._lock_handle: IO[str] | None = None
         self._journal: IO[str] | None = None
+        self._journal_lock = threading.Lock()
         self.journal_bytes = 0
         self.warnings: list[str] = []
         self.created = False
@@ -82,9 +135,10 @@ class RunFolder:
 
     def close(self) -> None:
         """Close the journal and release the lock."""
-        if self._journal:
-            self._journal.close()
-            self._journal = None
+        with self._journal_lock:
+            if self._journal:
+                self._journal.close()
+                self._journal = None
         if self._lock_handle:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
@@ -115,43 +169,59 @@ class RunFolder:
 
     # ----------------------------------------------------------------- journal
 
+    def _append_line(self, item: dict[str, Any]) -> int:
+        line = json.dumps(item, ensure_ascii=False) + "\n"
+        with self._journal_lock:
+            if self._journal is None:
+                self._journal = self.journal_path.open("a", encoding="utf-8")
+            self._journal.write(line)
+            self._journal.flush()
+        return len(line.encode("utf-8"))
+
     def append_journal(self, run_id: str, record: AgentRecord) -> None:
         """One line per finished agent, flushed at once: the checkpoint.
 
         A flushed line is in the operating system's hands and survives the process being killed; `sync()`
-        (called at each phase end, before the bundle is written) makes it survive a power cut too."""
-        if self._journal is None:
-            self._journal = self.journal_path.open("a", encoding="utf-8")
-        line = json.dumps({"run_id": run_id, "record": record.model_dump(mode="json")}, ensure_ascii=False)
-        self._journal.write(line + "\n")
-        self._journal.flush()
-        self.journal_bytes += len(line.encode("utf-8")) + 1
+        (called at each phase end, before the bundle is written) makes it survive a power cut too. Thread-safe."""
+        self.journal_bytes += self._append_line({"run_id": run_id, "record": record.model_dump(mode="json")})
+
+    def append_run_header(self, bundle: Bundle) -> None:
+        """The first line of a run's journal: enough to rebuild the bundle when `bundle.json` is missing."""
+        header = {"project": bundle.project, "project_source": bundle.project_source, "started_at": bundle.started_at,
+                  "backend": bundle.backend}
+        self.journal_bytes += self._append_line({"run_id": bundle.run_id, "run": header})
+
+    def append_task_mark(self, run_id: str, mark: TaskMark) -> None:
+        """A line saying an agent is creating (or has created) a paid cloud task, so a resume can find it."""
+        self.journal_bytes += self._append_line({"run_id": run_id, "task": asdict(mark)})
 
     def sync(self) -> None:
         """fsync the journal."""
-        if self._journal is not None:
-            os.fsync(self._journal.fileno())
+        with self._journal_lock:
+            if self._journal is not None:
+                os.fsync(self._journal.fileno())
 
-    def read_journal(self, run_id: str) -> list[AgentRecord]:
-        """The journal's records of `run_id`, in order; a torn last line is skipped with a warning."""
+    def read_journal(self, run_id: str | None, cost: Callable[[AgentRecord], float] | None = None) -> JournalState:
+        """What the journal says about `run_id` (None: the run the journal's header names), read line by line.
+
+        `cost` prices a record for the ledger (default: the cost it recorded when it ran).
+        A damaged line (a run killed while writing it) is skipped with a warning; that agent runs again."""
+        state = JournalState(run_id=run_id)
         if not self.journal_path.exists():
-            return []
-        out: list[AgentRecord] = []
-        lines = self.journal_path.read_text(encoding="utf-8", errors="replace").split("\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                item: Any = json.loads(line)
-                if item.get("run_id") != run_id:
+            return state
+        with self.journal_path.open("r", encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
                     continue
-                out.append(AgentRecord.model_validate(item["record"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                warning = (f"warning: line {number} of {self.journal_path} is damaged (a run was probably killed "
-                           "while writing it); it was ignored and that agent will run again")
-                self.warnings.append(warning)
-                log.warning(warning)
-        return out
+                try:
+                    item: Any = json.loads(line)
+                    state.take(item, cost)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    warning = (f"warning: line {number} of {self.journal_path} is damaged (a run was probably killed "
+                               "while writing it); it was ignored and that agent will run again")
+                    self.warnings.append(warning)
+                    log.warning(warning)
+        return state
 
     # ------------------------------------------------------------------ bundle
 
