@@ -144,23 +144,56 @@ def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, Age
 
 
 class _Sim:
-    """The in-process simulator and the settings that aim the clients at it."""
+    """The simulator a `--backend sim` run uses (in-process, or one already serving at SPARC_SIM_URL) and the
+    settings that aim the clients at it."""
 
     def __init__(self, options: RunOptions) -> None:
-        config = options.sim_config or SimConfig(time_scale=options.settings.sim_time_scale,
-                                                 seed=options.settings.sim_seed)
-        self.owned = options.simulator is None
-        self.sim = options.simulator or Simulator(config).start()
-        config = self.sim.config
-        self.home = tempfile.TemporaryDirectory(prefix="sparc-sim-creds-")
-        overrides = self.sim.client_settings(Path(self.home.name))
-        self.settings = Settings.model_validate({**options.settings.model_dump(), **overrides})
-        self.time_scale = config.time_scale
+        self.sim: Simulator | None = None
+        self.home: tempfile.TemporaryDirectory[str] | None = None
+        base = options.settings
+        if options.simulator is None and base.sim_url:
+            overrides, self.time_scale = _remote_sim(base)
+            self.owned = False
+        else:
+            config = options.sim_config or SimConfig(time_scale=base.sim_time_scale, seed=base.sim_seed)
+            self.owned = options.simulator is None
+            self.sim = options.simulator or Simulator(config).start()
+            self.home = tempfile.TemporaryDirectory(prefix="sparc-sim-creds-")
+            overrides = self.sim.client_settings(Path(self.home.name))
+            self.time_scale = self.sim.config.time_scale
+        self.settings = Settings.model_validate({**base.model_dump(), **overrides})
 
     def close(self) -> None:
-        if self.owned:
+        if self.owned and self.sim is not None:
             self.sim.stop()
-        self.home.cleanup()
+        if self.home is not None:
+            self.home.cleanup()
+
+
+def _remote_sim(settings: Settings) -> tuple[dict[str, object], float]:
+    """Client settings and time scale for the simulator at SPARC_SIM_URL, with the credential files that
+    `sim serve --write-creds` wrote into SPARC_SIM_CREDS."""
+    import requests
+
+    from sparc_cloud.sim.server import client_settings
+
+    url = (settings.sim_url or "").rstrip("/")
+    if settings.sim_creds is None:
+        raise ConfigError(f"SPARC_SIM_URL={url} needs SPARC_SIM_CREDS: the folder you gave `sparc-cloud sim serve "
+                          "--write-creds DIR` (the simulator only accepts the credentials it wrote).")
+    paths = {"gemini": settings.sim_creds / ".gemini" / "oauth_creds.json",
+             "codex": settings.sim_creds / ".codex" / "auth.json"}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(f"SPARC_SIM_CREDS={settings.sim_creds} has no {' or '.join(missing)}. Start the simulator "
+                          f"with `sparc-cloud sim serve --write-creds {settings.sim_creds}`.")
+    try:
+        answer = requests.get(url + "/_sim/counters", timeout=5)
+        scale = float(answer.json()["time_scale"])
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        raise ConfigError(f"No sparc-cloud simulator answers at SPARC_SIM_URL={url}. Start one with `sparc-cloud sim "
+                          "serve --write-creds DIR`, or unset SPARC_SIM_URL to use one inside the run.") from None
+    return client_settings(url, paths), scale
 
 
 def run(options: RunOptions) -> RunOutcome:
@@ -239,19 +272,18 @@ def run(options: RunOptions) -> RunOutcome:
                             backend=options.backend)
             records = {}
             journal = JournalState(run_id=run_id)
-            folder.append_run_header(bundle)
         else:
             bundle = existing
             bundle.backend = options.backend
-            if journal.header is None and not journal.record_lines:
-                folder.append_run_header(bundle)  # a journal lost or never written: start it again
         bundle.spent_usd = round(max(bundle.spent_usd, journal.spent_usd), 8)
         mode = "resume" if options.resume else ("rerun" if options.phases else "run")
         session = Session(started_at=now, mode=mode, phases=selected, backend=options.backend)
         bundle.sessions.append(session)
         # From here on the folder always has a bundle: `report` works mid-run, and a kill at any moment leaves
-        # bundle + journal, which is all `--resume` needs.
+        # bundle + journal, which is all `--resume` needs. The journal's header makes it enough on its own.
         folder.write_bundle(bundle)
+        if journal.header is None:
+            folder.append_run_header(bundle)
 
         with _logging_to(folder, secrets):
             attach = _live_tasks(journal, records) if bundle is existing else {}

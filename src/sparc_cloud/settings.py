@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     output_dir: Path | None = None
     sim_time_scale: float = Field(default=0.02, gt=0, le=10)
     sim_seed: int = 1
+    # A simulator already running (`sparc-cloud sim serve --write-creds DIR`) for --backend sim to use instead of
+    # starting one in the process: its tasks outlive a killed run, so resumes re-attach to them.
+    sim_url: str | None = None
+    sim_creds: Path | None = None
 
     # --- Cost estimates: USD per million tokens (input, output); SPARC_PRICES='{"model": [in, out]}' ---
     prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
