@@ -51,6 +51,8 @@ class LiveProgress:
         elif event.kind in ("agent_retrying", "agent_rate_limited"):
             row.retries += 1
             row.status, row.note = "waiting", event.message
+        elif event.kind == "agent_attached":
+            row.status, row.started, row.note = "running", row.started or now, event.message
         elif event.kind == "agent_polled":
             row.status, row.note = "running", f"Codex task {data.get('status', '')}"
         elif event.kind in ("agent_finished", "agent_failed", "agent_skipped", "agent_reused"):
