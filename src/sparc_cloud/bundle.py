@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from sparc_cloud.errors import BundleError
 from sparc_cloud.phases import PHASES
@@ -161,15 +162,46 @@ def new_phase(number: int) -> PhaseRecord:
 
 
 def load_bundle(path: Path) -> Bundle:
-    """Read and validate `bundle.json`; every problem is a BundleError that leaves the file alone."""
+    """Read and validate `bundle.json`; every problem is a BundleError that leaves the file alone.
+
+    The bytes are validated straight into the model (no intermediate dict: a large run is held once); only a
+    file that fails that is parsed again to say precisely what is wrong with it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"No bundle at {path}: run all phases first (`sparc-cloud run --project ...`).") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise BundleError(f"The bundle {path} cannot be read ({exc}).") from None
     try:
-        data = json.loads(text)
+        bundle = Bundle.model_validate_json(raw)
+    except ValidationError:
+        _explain_bad_bundle(path, raw)
+        raise  # not reached: _explain_bad_bundle always raises
+    if bundle.tool != TOOL:
+        raise BundleError(f"{path} is not a sparc-cloud bundle. Point --output at a sparc-cloud run folder.")
+    if bundle.schema_version > SCHEMA_VERSION:
+        raise _newer(path, bundle.schema_version)
+    return bundle
+
+
+def bundle_bytes(bundle: Bundle) -> bytes:
+    """The bundle as `bundle.json` stores it (indented JSON, UTF-8), serialised straight to bytes."""
+    return to_json(bundle, indent=2)
+
+
+def _newer(path: Path, version: object) -> BundleError:
+    return BundleError(
+        f"The bundle {path} has schema version {version!r}, newer than this sparc-cloud understands "
+        f"({SCHEMA_VERSION}). Upgrade sparc-cloud (pip install -U sparc-cloud); the file was left as it is."
+    )
+
+
+def _explain_bad_bundle(path: Path, raw: bytes) -> None:
+    """Raise the BundleError that says what is wrong with a bundle that failed validation."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"The bundle {path} cannot be read ({exc}).") from None
     except ValueError as exc:
         raise BundleError(
             f"The bundle {path} is not valid JSON ({exc}); it may have been edited or cut short. The file was left "
@@ -179,13 +211,11 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"{path} is not a sparc-cloud bundle. Point --output at a sparc-cloud run folder.")
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise BundleError(
-            f"The bundle {path} has schema version {version!r}, newer than this sparc-cloud understands "
-            f"({SCHEMA_VERSION}). Upgrade sparc-cloud (pip install -U sparc-cloud); the file was left as it is."
-        )
+        raise _newer(path, version)
     try:
-        return Bundle.model_validate(data)
+        Bundle.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BundleError(f"The bundle {path} is damaged at {where}: {first['msg']}. The file was left as it is.") from None
+    raise BundleError(f"The bundle {path} cannot be used. The file was left as it is.")

@@ -514,7 +514,7 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                 folder.write_outputs(record)
 
             _write_or_stop(options, folder, record.id, save)
-        else:
+        elif not folder.output_path(record).exists():  # a reused record's Markdown is there unless deleted
             _write_or_stop(options, folder, record.id, lambda: folder.write_outputs(record))
 
     def on_phase_done(number: int) -> None:

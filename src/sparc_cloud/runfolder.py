@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
+from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
 from sparc_cloud.errors import ConfigError
-from sparc_cloud.fsutil import atomic_write_text
+from sparc_cloud.fsutil import atomic_write_bytes, atomic_write_text
 from sparc_cloud.phases import phase_dir
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class RunFolder:
     def write_bundle(self, bundle: Bundle) -> None:
         """Atomically (temp, fsync, rename), after the journal is on disk."""
         self.sync()
-        atomic_write_text(self.bundle_path, bundle.model_dump_json(indent=2))
+        atomic_write_bytes(self.bundle_path, bundle_bytes(bundle))
 
     # ---------------------------------------------------------------- markdown
 
