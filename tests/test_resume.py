@@ -393,3 +393,11 @@ def test_report_and_budget_count_every_session_of_a_run(tmp_path: Path) -> None:
     code, output = sim_run(again, "--phases", "4-5", "--budget-usd", f"{part + 0.0001:.4f}")
     assert code == 1 and "budget" in output, output
     assert all(r["status"] == "skipped" for aid, r in agents(bundle(again)).items() if aid.startswith("p5"))
+
+
+def test_a_fresh_folder_whose_start_fails_is_removed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "new"
+    monkeypatch.setenv("SPARC_CODEX_ENVIRONMENT", "no-such-environment")
+    code, output = sim_run(out, "--phases", "1-4")
+    assert code == 2 and "no-such-environment" in output, output
+    assert not out.exists()  # the bundle written at the start is not left behind for a run that never ran

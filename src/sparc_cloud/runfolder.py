@@ -86,6 +86,7 @@ class RunFolder:
         self._journal: IO[str] | None = None
         self._journal_lock = threading.Lock()
         self.journal_bytes = 0
+        self.records_written = 0
         self.warnings: list[str] = []
         self.created = False
 
@@ -147,9 +148,9 @@ class RunFolder:
 
     def discard_if_unused(self) -> None:
         """Remove a folder this run created when nothing was recorded in it (a start that failed)."""
-        if not self.created or self.bundle_path.exists() or self.journal_path.exists():
+        if not self.created or self.records_written:
             return
-        for name in (".lock", "run.log", "events.jsonl"):
+        for name in (".lock", "run.log", "events.jsonl", "bundle.json", "journal.jsonl"):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
         with contextlib.suppress(OSError):
@@ -184,6 +185,7 @@ class RunFolder:
         A flushed line is in the operating system's hands and survives the process being killed; `sync()`
         (called at each phase end, before the bundle is written) makes it survive a power cut too. Thread-safe."""
         self.journal_bytes += self._append_line({"run_id": run_id, "record": record.model_dump(mode="json")})
+        self.records_written += 1
 
     def append_run_header(self, bundle: Bundle) -> None:
         """The first line of a run's journal: enough to rebuild the bundle when `bundle.json` is missing."""
