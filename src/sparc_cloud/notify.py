@@ -1,17 +1,23 @@
 """Webhook notifications (`--notify URL`): phase done, agent failed, rate-limited for long, run finished.
 
 Slack and Discord incoming webhooks get their own body shapes ({"text"} / {"content"}); any other URL gets
-the event as generic JSON. Posts happen on a background thread so a slow webhook never slows the run. A
-post that meets a connection error, a 429 or a 5xx is retried under the shared retry policy (3 attempts,
-backoff from 1 s, a Retry-After hint honoured up to 30 s); one that still fails is logged (with its URL
-masked) and never fails the run."""
+the event as generic JSON. Each webhook has its own queue and its own background thread, so a slow or
+failing webhook never slows the run nor the other webhooks. A post that meets a connection error, a 429
+or a 5xx is retried under the shared retry policy (3 attempts, backoff from 1 s, a Retry-After hint
+honoured up to 30 s); one that still fails is logged (with its URL masked) and never fails the run. At the
+end every webhook gets `CLOSE_WAIT_S` (together, not each) to send what is queued; `close()` returns one
+line per webhook that failed or did not finish, for the console.
+
+Only whole webhook URLs are registered as secrets: a part of one (its path) could be a word that appears
+elsewhere, and masking it everywhere would garble logs and messages."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,13 +34,22 @@ from sparc_cloud.redact import SecretRegistry
 log = logging.getLogger(__name__)
 LONG_WAIT_S = 60.0
 MAX_HINT_S = 30.0  # a webhook asking for a longer pause is not worth holding later notifications for
+CLOSE_WAIT_S = 3.0  # at the end, how long all webhooks together may take to send what is queued
 NOTIFIED = {"phase_done", "agent_failed", "run_done"}
 
 
 def mask_url(url: str) -> str:
-    """`https://hooks.slack.com/***`: scheme and host only (webhook paths are credentials)."""
+    """`https://hooks.slack.com/***`, `http://10.0.0.5:8080/***`: scheme, host and port only (webhook paths
+    and queries are credentials)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}/***"
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/***"
 
 
 def webhook_kind(url: str) -> str:
@@ -58,8 +73,27 @@ def body_for(kind: str, event: Event, project: str) -> dict[str, Any]:
     return {"project": project, **asdict(event)}
 
 
+@dataclass
+class _Hook:
+    """One webhook: its queue, its thread and what became of its notifications."""
+
+    number: int
+    url: str
+    queue: queue.Queue[Event | None] = field(default_factory=queue.Queue)
+    thread: threading.Thread | None = None
+    queued: int = 0
+    delivered: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+    @property
+    def label(self) -> str:
+        """`webhook #2 (https://hooks.slack.com/***)`: its place on the command line tells two alike apart."""
+        return f"webhook #{self.number} ({mask_url(self.url)})"
+
+
 class Notifier:
-    """An event sink posting the notified events to every URL."""
+    """An event sink posting the notified events to every URL, each URL on its own thread."""
 
     def __init__(self, urls: list[str], project: str, secrets: SecretRegistry, *, long_wait_s: float = LONG_WAIT_S,
                  timeout_s: float = 10.0, session: requests.Session | None = None, clock: Clock | None = None,
@@ -73,34 +107,40 @@ class Notifier:
         self.clock = clock or RealClock()  # not the run's: notifications about a Ctrl-C still go out
         self.policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_backoff_s=4.0, max_wait_s=MAX_HINT_S,
                                   deadline_s=60.0, time_scale=time_scale)
-        self.failures = 0
-        for url in urls:  # the whole URL is a secret: mask it wherever it could be printed
-            secrets.add(url, urlsplit(url).path)
-        self._queue: queue.Queue[Event | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="sparc-notify", daemon=True)
-        self._thread.start()
+        secrets.add(*urls)  # whole URLs only (see the module docstring)
+        self.hooks = [_Hook(number, url) for number, url in enumerate(urls, 1)]
+        for hook in self.hooks:
+            hook.thread = threading.Thread(target=self._work, args=(hook,), name=f"sparc-notify-{hook.number}",
+                                           daemon=True)
+            hook.thread.start()
+
+    @property
+    def failures(self) -> int:
+        """Notifications that could not be delivered, over all webhooks."""
+        return sum(hook.failed for hook in self.hooks)
 
     def __call__(self, event: Event) -> None:
         waited = float(event.data.get("wait_s") or 0.0) if isinstance(event.data, dict) else 0.0
         if event.kind in NOTIFIED or (event.kind in ("agent_rate_limited", "agent_waiting")
                                       and waited >= self.long_wait_s):
-            self._queue.put(event)
+            for hook in self.hooks:
+                hook.queued += 1
+                hook.queue.put(event)
 
-    def _work(self) -> None:
+    def _work(self, hook: _Hook) -> None:
+        endpoint = f"webhook {mask_url(hook.url)}"
         while True:
-            event = self._queue.get()
+            event = hook.queue.get()
             if event is None:
                 return
-            for url in self.urls:
-                endpoint = f"webhook {mask_url(url)}"
-                try:
-                    call_with_retry(partial(self._post, url, endpoint, event), policy=self.policy, clock=self.clock,
-                                    endpoint=endpoint)
-                except SparcError as exc:
-                    self.failures += 1
-                    log.warning("notification to %s failed (%s); the run goes on", mask_url(url),
-                                self.secrets.redact(str(exc)))
-
+            try:
+                call_with_retry(partial(self._post, hook.url, endpoint, event), policy=self.policy, clock=self.clock,
+                                endpoint=endpoint)
+                hook.delivered += 1
+            except SparcError as exc:
+                hook.failed += 1
+                hook.last_error = self.secrets.redact(str(exc))
+                log.warning("notification to %s failed (%s); the run goes on", mask_url(hook.url), hook.last_error)
     def _post(self, url: str, endpoint: str, event: Event) -> None:
         try:
             resp = self.session.post(url, json=body_for(webhook_kind(url), event, self.project), timeout=self.timeout_s)
@@ -115,7 +155,29 @@ class Notifier:
         if status >= 300:
             raise ApiError(f"{endpoint}: HTTP {status}", status=status, endpoint=endpoint)
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Send what is queued (waiting at most `timeout_s`) and stop."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+    def close(self, timeout_s: float | None = None) -> list[str]:
+        """Send what is queued, all webhooks together waiting at most `timeout_s` (default `CLOSE_WAIT_S`),
+        and stop. Returns one line per webhook that failed or did not finish in time (its URL masked), for the
+        console."""
+        for hook in self.hooks:
+            hook.queue.put(None)
+        deadline = time.monotonic() + (CLOSE_WAIT_S if timeout_s is None else timeout_s)
+        for hook in self.hooks:
+            if hook.thread is not None:
+                hook.thread.join(max(0.0, deadline - time.monotonic()))
+        return self.problems()
+
+    def problems(self) -> list[str]:
+        """One line per webhook with notifications not delivered (failed, or still waiting on a slow server)."""
+        lines = []
+        for hook in self.hooks:
+            missing = hook.queued - hook.delivered
+            if missing <= 0:
+                continue
+            busy = hook.thread is not None and hook.thread.is_alive()
+            why = f"last error: {hook.last_error}" if hook.last_error else "it did not answer in time"
+            if busy and hook.last_error:
+                why += "; then it did not answer in time"
+            lines.append(f"warning: {hook.label}: {missing} of {hook.queued} notification(s) not delivered ({why}). "
+                         "The run itself is not affected.")
+        return lines
