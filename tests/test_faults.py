@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sparc_cloud.runfolder import OUTPUT_MARKER, RunFolder
+from sparc_cloud.safefs import Root
 from tests.cliutil import agents, bundle, journal_ids, scenario, sim_run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -206,10 +207,10 @@ def test_disk_full_mid_run_is_a_clear_error_and_the_journal_resumes(tmp_path: Pa
 
 
 def test_read_only_output_folder_exits_2_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: Path, *args: object, **kwargs: object) -> int:
+    def refuse(self: Root) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(Path, "write_text", refuse)
+    monkeypatch.setattr(Root, "probe", refuse)  # the writability probe (tests may run as root: no chmod)
     code, output = sim_run(tmp_path / "ro")
     assert code == 2 and "not writable" in output and "Permission denied" in output
     assert not (tmp_path / "ro" / "journal.jsonl").exists()

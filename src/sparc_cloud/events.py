@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from sparc_cloud.bundle import utc_now
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.terminal import clean
 
 EventKind = Literal[
     "run_started", "agent_queued", "agent_started", "agent_waiting", "agent_retrying", "agent_rate_limited", "agent_polled",
@@ -71,12 +72,20 @@ def _line(event: Event) -> str:
     return f"{who}{event.kind.removeprefix('agent_').replace('_', ' ')}{': ' + event.message if event.message else ''}"
 
 
+class TextOut(Protocol):
+    """What JsonlSink writes to: a text file, or the run folder's guarded stream."""
+
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class JsonlSink:
     """`events.jsonl`: one JSON object per event."""
 
-    def __init__(self, path: Path, secrets: SecretRegistry) -> None:
+    def __init__(self, target: Path | TextOut, secrets: SecretRegistry) -> None:
         self.secrets = secrets
-        self.handle: IO[str] = path.open("a", encoding="utf-8")
+        self.handle: TextOut = target.open("a", encoding="utf-8") if isinstance(target, Path) else target
 
     def __call__(self, event: Event) -> None:
         self.handle.write(self.secrets.redact(json.dumps(asdict(event), ensure_ascii=False)) + "\n")
@@ -110,5 +119,5 @@ class PlainConsoleSink:
         if event.kind in self.QUIET:
             return
         stamp = datetime.now().strftime("%H:%M:%S")
-        self.stream.write(f"{stamp} {_line(event)}\n")
+        self.stream.write(f"{stamp} {clean(_line(event), one_line=True)}\n")  # server text cannot drive the terminal
         self.stream.flush()

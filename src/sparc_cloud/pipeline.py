@@ -34,8 +34,11 @@ from sparc_cloud.phases import PHASES, AgentSpec, Plan, build_plan, phase_dir
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
 from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
+from sparc_cloud.safefs import UnsafePath
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
+from sparc_cloud.simhome import new_home
+from sparc_cloud.terminal import clean
 
 log = logging.getLogger("sparc_cloud")
 
@@ -94,7 +97,8 @@ def project_limits(project: Project) -> dict[Key, RateLimit]:
 
 @contextmanager
 def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
-    handler = logging.FileHandler(folder.log_path, encoding="utf-8")
+    stream = folder.open_stream(folder.log_path.name)  # no link followed; a failed write stops the run, no traceback
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger("sparc_cloud")
@@ -105,6 +109,7 @@ def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         handler.close()
+        stream.close()
 
 
 def continue_command(options: RunOptions, *, resume: bool = False, phases: str | None = None) -> str:
@@ -158,7 +163,7 @@ class _Sim:
             config = options.sim_config or SimConfig(time_scale=base.sim_time_scale, seed=base.sim_seed)
             self.owned = options.simulator is None
             self.sim = options.simulator or Simulator(config).start()
-            self.home = tempfile.TemporaryDirectory(prefix="sparc-sim-creds-")
+            self.home = new_home()  # named after this process; dead processes' leftovers are removed
             overrides = self.sim.client_settings(Path(self.home.name))
             self.time_scale = self.sim.config.time_scale
         self.settings = Settings.model_validate({**base.model_dump(), **overrides})
@@ -211,6 +216,8 @@ def run(options: RunOptions) -> RunOutcome:
     folder = RunFolder(options.output or default_folder(settings, project))
     folder.prepare(create_parents=options.output is None)
     folder.lock()
+    folder.on_failure = options.cancel.set  # a failed write into the folder stops the run at once
+    folder.resume_command = continue_command(options, resume=True)
     sim: _Sim | None = None
     secrets = SecretRegistry()
     try:
@@ -355,6 +362,8 @@ def _previous_run_id(folder: RunFolder, fallback: str) -> str:
     """The id of the run a fresh run moves into history/."""
     try:
         return folder.load_bundle().run_id
+    except UnsafePath:
+        raise  # a doctored bundle: refused (exit 2), never guessed around
     except SparcError:
         pass
     with contextlib.suppress(OSError):
@@ -453,7 +462,7 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     from sparc_cloud.runner import Runner, RunnerHooks
 
     bus = EventBus(secrets)
-    jsonl = JsonlSink(folder.events_path, secrets)
+    jsonl = JsonlSink(folder.open_stream(folder.events_path.name), secrets)
     bus.add(jsonl)
     bus.add(LogSink(logging.getLogger("sparc_cloud.events")))
     live: LiveProgress | None = None
@@ -568,8 +577,10 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
     jsonl.close()
     if notifier is not None:
-        notifier.close()
+        msg += "".join(f"\n{line}" for line in notifier.close())  # names each webhook that failed
     log.info("phase folders: %s", ", ".join(phase_dir(n) for n in selected))
+    if folder.failure is not None:  # a log or event write failed (disk full): the run stopped; say so once
+        raise folder.failure
     return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
 
 
@@ -606,7 +617,7 @@ def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                 f"in all. Raise --budget-usd in `{continue_command(options, resume=True)}` and run it to go on.")
     elif failed:
         first = failed[0]
-        msg += (f"\nFirst problem: {first.id}: {first.error}\nFix it, then finish the run with "
+        msg += (f"\nFirst problem: {first.id}: {clean(first.error or '', one_line=True)}\nFix it, then finish the run with "
                 f"`{continue_command(options, resume=True)}`.")
     if exit_code == 0 and options.pause_after is not None:
         rest = [n for n in (options.phases or sorted(PHASES)) if n > options.pause_after]

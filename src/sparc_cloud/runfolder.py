@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,9 +15,16 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
-from sparc_cloud.errors import ConfigError
-from sparc_cloud.fsutil import atomic_write_bytes, atomic_write_text
+from sparc_cloud.errors import ConfigError, RunFolderWriteError
 from sparc_cloud.phases import phase_dir
+from sparc_cloud.runfiles import (
+    archived_entries,
+    check_bundle_names,
+    check_folder,
+    check_record_names,
+    write_failure_message,
+)
+from sparc_cloud.safefs import GuardedWriter, Root, check_component
 
 log = logging.getLogger(__name__)
 OUTPUT_MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
@@ -89,6 +95,12 @@ class RunFolder:
         self.records_written = 0
         self.warnings: list[str] = []
         self.created = False
+        # Every write below goes through `root` (no symbolic link is ever followed inside the folder). The
+        # first write that fails is kept in `failure`; `on_failure` lets the run stop at once.
+        self.root = Root(path)
+        self.failure: RunFolderWriteError | None = None
+        self.on_failure: Callable[[], None] | None = None
+        self.resume_command: str | None = None  # what the user runs to continue, for write-failure messages
 
     # ------------------------------------------------------------------ set-up
 
@@ -99,6 +111,11 @@ class RunFolder:
         a path should not silently create a new tree."""
         parent = self.path.parent
         self.created = not self.path.exists()
+        if self.path.is_symlink() and self.created:
+            raise ConfigError(f"The output folder {self.path} is a symbolic link to nothing. Remove it, or choose "
+                              "another --output.")
+        if not self.created and not self.path.is_dir():
+            raise ConfigError(f"The output folder {self.path} is a file, not a folder. Choose another --output.")
         if not self.path.exists() and not parent.is_dir():
             if not create_parents or parent.exists():
                 raise ConfigError(f"The parent folder of the output folder {self.path} does not exist ({parent}). "
@@ -110,16 +127,23 @@ class RunFolder:
                                   "Choose another --output.") from None
         try:
             self.path.mkdir(exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("ok", encoding="utf-8")
-            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"Cannot create the output folder {self.path}: {exc.strerror}. Choose another "
+                              "--output.") from None
+        check_folder(self.path)  # links, wrong kinds, someone else's files: refused before anything is written
+        try:
+            self.root.probe()
         except OSError as exc:
             raise ConfigError(f"The output folder {self.path} is not writable ({exc.strerror}). Fix its "
                               "permissions or choose another --output.") from None
 
     def lock(self) -> None:
         """Hold an exclusive lock on the folder for this process's lifetime."""
-        handle = (self.path / ".lock").open("a+", encoding="utf-8")
+        try:
+            handle = self.root.open_lock(".lock")
+        except OSError as exc:
+            raise ConfigError(f"Cannot open the lock file {self.path / '.lock'} ({exc.strerror}). Fix the folder's "
+                              "permissions or choose another --output.") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -128,10 +152,15 @@ class RunFolder:
             handle.close()
             raise ConfigError(f"Another sparc-cloud run ({owner}) is using {self.path}. Wait for it to finish, "
                               "or use another --output folder.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+        except OSError as exc:
+            handle.close()
+            raise ConfigError(f"The output folder {self.path} is not writable ({exc.strerror}). Fix its "
+                              "permissions or choose another --output.") from None
         self._lock_handle = handle
 
     def close(self) -> None:
@@ -152,21 +181,56 @@ class RunFolder:
             return
         for name in (".lock", "run.log", "events.jsonl", "bundle.json", "journal.jsonl"):
             with contextlib.suppress(OSError):
-                (self.path / name).unlink()
+                self.root.unlink(name)  # a link is removed itself, never its target
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
     def archive_previous(self, run_id: str) -> Path | None:
-        """Move an earlier run's files into `history/<run_id>/` before a fresh run starts."""
-        if not self.bundle_path.exists() and not self.journal_path.exists():
+        """Move an earlier run's own files (never anything else in the folder) into `history/<run_id>/`
+        before a fresh run starts."""
+        if self.root.kind("bundle.json") == "missing" and self.root.kind("journal.jsonl") == "missing":
             return None
-        target = self.path / "history" / run_id
-        target.mkdir(parents=True, exist_ok=True)
-        for item in self.path.iterdir():
-            if item.name in ("history", ".lock"):
-                continue
-            shutil.move(str(item), str(target / item.name))
-        return target
+        name = check_component(run_id, "the run id", str(self.bundle_path))
+        suffix = 1
+        while self.root.kind(f"history/{name}") != "missing":
+            suffix += 1
+            name = f"{run_id}-{suffix}"
+        try:
+            self.root.mkdir(f"history/{name}")
+            for item in archived_entries(self.root.entries()):
+                self.root.move(item, f"history/{name}/{item}")
+        except OSError as exc:
+            raise self.write_failed(self.path / "history", exc, "start the run again") from None
+        return self.path / "history" / name
+
+    # ---------------------------------------------------------- write failures
+
+    def write_failed(self, what: Path, exc: OSError, next_step: str | None = None) -> RunFolderWriteError:
+        """The error for a failed write into the folder; the first one is kept in `failure` and stops the run
+        (through `on_failure`)."""
+        step = next_step or (f"continue with `{self.resume_command}`" if self.resume_command
+                             else "continue with `sparc-cloud run ... --resume`")
+        error = RunFolderWriteError(write_failure_message(self.path, what, exc, step))
+        if self.failure is None:
+            self.failure = error
+            log.error("%s", error)
+            if self.on_failure is not None:
+                self.on_failure()
+        return error
+
+    def open_stream(self, name: str) -> GuardedWriter:
+        """A log or event file of the folder, opened for appending without following links. A write that
+        fails is recorded as the run's `failure` (the run stops) and never raises or prints a traceback."""
+        path = self.path / name
+        try:
+            handle = self.root.open_append(name)
+        except OSError as exc:
+            raise self.write_failed(path, exc) from None
+
+        def failed(exc: OSError) -> None:
+            self.write_failed(path, exc)
+
+        return GuardedWriter(handle, failed)
 
     # ----------------------------------------------------------------- journal
 
@@ -174,7 +238,7 @@ class RunFolder:
         line = json.dumps(item, ensure_ascii=False) + "\n"
         with self._journal_lock:
             if self._journal is None:
-                self._journal = self.journal_path.open("a", encoding="utf-8")
+                self._journal = self.root.open_append(self.journal_path.name)
             self._journal.write(line)
             self._journal.flush()
         return len(line.encode("utf-8"))
@@ -218,6 +282,8 @@ class RunFolder:
                 try:
                     item: Any = json.loads(line)
                     state.take(item, cost)
+                    if "record" in item and item.get("run_id") == state.run_id:  # its names may become paths
+                        check_record_names(state.records[item["record"]["id"]], f"line {number} of {self.journal_path}")
                 except (ValueError, KeyError, TypeError, AttributeError):
                     warning = (f"warning: line {number} of {self.journal_path} is damaged (a run was probably killed "
                                "while writing it); it was ignored and that agent will run again")
@@ -228,13 +294,18 @@ class RunFolder:
     # ------------------------------------------------------------------ bundle
 
     def load_bundle(self) -> Bundle:
-        """The bundle, validated."""
-        return load_bundle(self.bundle_path)
+        """The bundle, validated (and every name in it that may become a path checked)."""
+        bundle = load_bundle(self.bundle_path)
+        check_bundle_names(bundle, str(self.bundle_path))
+        return bundle
 
     def write_bundle(self, bundle: Bundle) -> None:
         """Atomically (temp, fsync, rename), after the journal is on disk."""
-        self.sync()
-        atomic_write_bytes(self.bundle_path, bundle_bytes(bundle))
+        try:
+            self.sync()
+            self.root.atomic_write(self.bundle_path.name, bundle_bytes(bundle))
+        except OSError as exc:
+            raise self.write_failed(self.bundle_path, exc) from None
 
     # ---------------------------------------------------------------- markdown
 
@@ -264,7 +335,8 @@ class RunFolder:
         return edited
 
     def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
-        """`phase-1-specification/p1-research-1.md`."""
+        """`phase-1-specification/p1-research-1.md` (the id and phase are checked before they become a path)."""
+        check_record_names(record, f"the record of agent {record.id!r}")
         return self.path / phase_dir(record.phase) / f"{record.id}{suffix}"
 
     def write_outputs(self, record: AgentRecord) -> None:
@@ -287,6 +359,10 @@ class RunFolder:
         text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
         if not text.endswith("\n"):
             text += "\n"
-        atomic_write_text(self.output_path(record), text)
-        if record.diff:
-            atomic_write_text(self.output_path(record, ".patch"), record.diff)
+        for suffix, data in ((".md", text), (".patch", record.diff)):
+            if data:
+                path = self.output_path(record, suffix)
+                try:
+                    self.root.atomic_write(path.relative_to(self.path).as_posix(), data)
+                except OSError as exc:
+                    raise self.write_failed(path, exc) from None
