@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import IO, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -34,17 +34,27 @@ app.add_typer(codex_app, name="codex")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from sparc_cloud.terminal import echo
+
+    echo(f"error: {message}", err=True)  # control characters from files and servers escaped
     raise typer.Exit(code)
 
 
-def _settings(**overrides: Any) -> Any:
+# Settings fields as the user types them on the command line, for error messages.
+_FLAGS = {"agent_timeout_s": "--agent-timeout", "run_deadline_s": "--deadline", "codex_environment": "--codex-env",
+          "sim_time_scale": "--sim-time-scale"}
+
+
+def _settings(*, flags: dict[str, str] | None = None, **overrides: Any) -> Any:
     from pydantic import ValidationError
 
     from sparc_cloud.settings import Settings
 
     try:
         base = Settings()
+    except UnicodeDecodeError as exc:
+        _fail(f"The settings file {Path('.env').resolve()} is not UTF-8 text ({exc.reason} at byte {exc.start}). "
+              "Save it as UTF-8, or remove it.")
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "SPARC_" + ".".join(str(p) for p in first["loc"]).upper()
@@ -55,7 +65,8 @@ def _settings(**overrides: Any) -> Any:
         return Settings.model_validate({**base.model_dump(), **updates})
     except ValidationError as exc:
         first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        field = str(first["loc"][0])
+        flag = {**_FLAGS, **(flags or {})}.get(field, "--" + field.replace("_", "-"))
         _fail(f"{flag} is invalid: {first['msg']} (got {first.get('input')!r}).")
 
 
@@ -117,17 +128,21 @@ def run(
 
       sparc-cloud run --project memory-extension --pause-after 1 --budget-usd 2
     """
+    from sparc_cloud.cliargs import check_run_numbers
     from sparc_cloud.errors import Cancelled, SparcError
     from sparc_cloud.phases import parse_phase_selection
     from sparc_cloud.pipeline import RunOptions
+    from sparc_cloud.terminal import Console, echo
 
     options: RunOptions | None = None
     try:
-        selection = parse_phase_selection(phases) if phases else None
+        selection = parse_phase_selection(phases) if phases is not None else None  # --phases "" is refused
         if backend not in ("live", "sim"):
             _fail(f"--backend {backend!r}: use live or sim.")
         settings = _settings(concurrency=concurrency, codex_environment=codex_env, sim_time_scale=sim_time_scale,
                              agent_timeout_s=agent_timeout, run_deadline_s=deadline, gemini_fallback=gemini_fallback)
+        check_run_numbers(settings, deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
+                          sim_time_scale=sim_time_scale)
         sim_config = None
         if scenario is not None:
             from sparc_cloud.sim import SimConfig, load_scenario
@@ -138,8 +153,6 @@ def run(
 
         if pause_after is not None and not 1 <= pause_after <= 5:
             _fail(f"--pause-after {pause_after}: phases are numbered 1 to 5.")
-        if budget_usd is not None and budget_usd <= 0:
-            _fail(f"--budget-usd {budget_usd:g}: give a positive amount of US dollars.")
         for url in notify or []:
             if not url.startswith(("https://", "http://")):
                 _fail("--notify needs an http(s) webhook URL.")
@@ -158,9 +171,9 @@ def run(
         if no_progress:
             invocation.append("--no-progress")
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
-                             resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config,
-                             pause_after=pause_after, budget_usd=budget_usd, notify=list(notify or []), live=live,
-                             invocation=invocation)
+                             resume=resume, fail_fast=fail_fast, console=cast(IO[str], Console(sys.stdout)),
+                             sim_config=sim_config, pause_after=pause_after, budget_usd=budget_usd,
+                             notify=list(notify or []), live=live, invocation=invocation)
         previous = _install_stop_signals(options)
         try:
             outcome = run_pipeline(options)
@@ -170,7 +183,7 @@ def run(
     except SparcError as exc:
         stopped = options.interrupted_by if options is not None and isinstance(exc, Cancelled) else None
         _fail(str(exc), 128 + stopped if stopped else exc.exit_code)
-    typer.echo(outcome.message, err=outcome.exit_code != 0)
+    echo(outcome.message, err=outcome.exit_code != 0)  # a reader that has gone (`| head`) does not change the exit code
     raise typer.Exit(outcome.exit_code)
 
 
@@ -231,6 +244,7 @@ def report(
 
     from sparc_cloud.errors import SparcError
     from sparc_cloud.report import build_report, print_table, to_markdown
+    from sparc_cloud.terminal import clean_data
 
     settings = _settings()
     try:
@@ -238,11 +252,11 @@ def report(
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
     if json_out:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(data, indent=2))  # JSON escapes control characters itself
     elif markdown:
-        typer.echo(to_markdown(data), nl=False)
+        typer.echo(to_markdown(clean_data(data)), nl=False)
     else:
-        print_table(data)
+        print_table(clean_data(data, markup=True))
 
 
 @app.command()
@@ -257,13 +271,14 @@ def doctor(
       sparc-cloud doctor --codex-env memory-extension
     """
     from sparc_cloud.doctor import run_doctor
+    from sparc_cloud.terminal import echo  # server messages in details: control characters escaped
 
     checks = run_doctor(_settings(), codex_env)
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
     for check in checks:
-        typer.echo(f"[{marks[check.level]}] {check.name}: {check.detail}")
+        echo(f"[{marks[check.level]}] {check.name}: {check.detail}")
         if check.fix and check.level != "ok":
-            typer.echo(f"       fix: {check.fix}")
+            echo(f"       fix: {check.fix}")
     failed = sum(c.level == "fail" for c in checks)
     typer.echo(f"{len(checks)} checks, {failed} to fix." if failed else f"{len(checks)} checks, all usable.")
     raise typer.Exit(1 if failed else 0)
@@ -283,6 +298,7 @@ def codex_envs() -> None:
     from sparc_cloud.errors import SparcError
     from sparc_cloud.http.clock import RealClock
     from sparc_cloud.redact import SecretRegistry
+    from sparc_cloud.terminal import echo
 
     settings = _settings()
     try:
@@ -292,18 +308,19 @@ def codex_envs() -> None:
         _fail(str(exc), exc.exit_code)
     if not envs:
         typer.echo("No Codex environments. Create one at https://chatgpt.com/codex/settings/environments.")
-    for env in envs:
-        typer.echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} "
-                   f"{env.task_count} tasks")
+    for env in envs:  # ids and labels come from the server: control characters escaped
+        echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} {env.task_count} tasks")
 
 
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     to: Annotated[Path, typer.Option("--to", help="Directory or git checkout to write into.")],
+    partial: Annotated[bool, typer.Option(help="Export a run whose phase 4 has failed or skipped agents (what "
+                                               "is missing is named).")] = False,
 ) -> None:
-    """Apply the run's Codex diffs into a directory or git checkout (each checked first; nothing is touched
-    if one does not apply) and write the phase documents under docs/sparc/.
+    """Apply the run's Codex diffs into a directory or git checkout and write the phase documents under
+    docs/sparc/: all of it, or (when a diff does not apply or a write fails) nothing at all.
 
     Example:
 
@@ -311,13 +328,16 @@ def export_cmd(
     """
     from sparc_cloud.errors import SparcError
     from sparc_cloud.export import export_run
+    from sparc_cloud.terminal import echo
 
     try:
-        result = export_run(run_dir, to)
+        result = export_run(run_dir, to, partial=partial)
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
-    typer.echo(f"applied {len(result.patches)} diff(s) ({', '.join(result.patches) or 'none'}) and wrote "
-               f"{len(result.documents)} document(s) under {to / 'docs' / 'sparc'}")
+    echo(f"applied {len(result.patches)} diff(s) ({', '.join(result.patches) or 'none'}) and wrote "
+         f"{len(result.documents)} document(s) under {to / 'docs' / 'sparc'}")
+    if result.missing:
+        echo(f"not exported (--partial): {', '.join(result.missing)}")
 
 
 @app.command()
@@ -359,7 +379,7 @@ def sim_serve(
     from sparc_cloud.errors import SparcError
     from sparc_cloud.sim import SimConfig, Simulator, load_scenario
 
-    settings = _settings(sim_time_scale=time_scale)
+    settings = _settings(flags={"sim_time_scale": "--time-scale"}, sim_time_scale=time_scale)
     try:
         config = SimConfig(time_scale=settings.sim_time_scale, seed=settings.sim_seed)
         if scenario:
@@ -392,6 +412,8 @@ def sim_serve(
 
 def main() -> None:
     """Console-script entry point."""
+    from sparc_cloud.terminal import is_closed_pipe, silence
+
     try:
         app()
     except KeyboardInterrupt:
@@ -400,6 +422,9 @@ def main() -> None:
             typer.echo("interrupted", err=True)
         sys.exit(128 + signum)
     except Exception as exc:  # a bug, not a user mistake: short message, traceback on request
+        if is_closed_pipe(exc):  # the reader of our output has gone (`| head`): stop quietly
+            silence(sys.stdout)
+            sys.exit(1)
         if os.environ.get("SPARC_DEBUG"):
             raise
         typer.echo(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in sparc-cloud. Run again with "

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from sparc_cloud.events import Event
 from sparc_cloud.phases import PHASES, AgentSpec
+from sparc_cloud.terminal import clean
 
 _STYLE = {"queued": "dim", "running": "cyan", "waiting": "yellow", "completed": "green", "reused": "green",
           "failed": "bold red", "skipped": "magenta"}
@@ -83,9 +84,11 @@ class LiveProgress:
                 table.add_row(Text(f"Phase {last_phase}: {PHASES[last_phase][1]}", style="bold"), "", "", "", "", "",
                               "")
             elapsed = row.elapsed if row.elapsed is not None else (now - row.started if row.started else None)
-            table.add_row(f"  {row.agent.id}", Text(row.status, style=_STYLE.get(row.status, "")), row.agent.model,
-                          f"{elapsed:.1f}s" if elapsed is not None else "", str(row.retries or ""),
-                          f"{row.tokens:,}" if row.tokens else "", Text(row.note[:90], style="dim"))
+            # Text, not markup; control characters from project files and servers escaped.
+            table.add_row(Text(f"  {row.agent.id}"), Text(row.status, style=_STYLE.get(row.status, "")),
+                          Text(clean(row.agent.model, one_line=True)), f"{elapsed:.1f}s" if elapsed is not None else "",
+                          str(row.retries or ""), f"{row.tokens:,}" if row.tokens else "",
+                          Text(clean(row.note, one_line=True)[:90], style="dim"))
         counts: dict[str, int] = {}
         for row in self.rows.values():
             counts[row.status] = counts.get(row.status, 0) + 1

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from sparc_cloud.errors import ConfigError
+from sparc_cloud.safefs import Root
 
 TEMPLATE = '''# {name}: a sparc-cloud project. Run it with:
 #   sparc-cloud run --project {path} --backend sim     (the simulator, no account needed)
@@ -72,15 +73,20 @@ branch = "main"
 '''
 
 
+MAX_NAME = 80  # the project file's own limit on `name` (it names the run folder)
+
+
 def write_project(name: str, directory: Path) -> Path:
-    """Write `<directory>/<name>.toml`; never overwrite."""
+    """Write `<directory>/<name>.toml`; never overwrite (not even through a link left where it goes)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ConfigError(f"Project name {name!r}: use letters, digits, '.', '_' and '-' only.")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"Project name {name[:20]}... is {len(name)} characters long; a project name has at most "
+                          f"{MAX_NAME} (it names the run folder). Choose a shorter name.")
     path = directory / f"{name}.toml"
-    if path.exists():
-        raise ConfigError(f"{path} already exists; choose another name or edit that file.")
     try:
-        path.write_text(TEMPLATE.format(name=name, path=path), encoding="utf-8")
+        Root(directory).create_new(path.name, TEMPLATE.format(name=name, path=path))
     except OSError as exc:
-        raise ConfigError(f"Cannot write {path}: {exc.strerror}.") from None
+        raise ConfigError(f"Cannot write {path}: {exc.strerror}. Check that {directory} is a folder you can write "
+                          "to (--dir).") from None
     return path

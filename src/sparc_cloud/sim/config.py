@@ -126,6 +126,9 @@ def load_scenario(path: Path, base: SimConfig | None = None) -> SimConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read the scenario file {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"The scenario file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}). Save it "
+                          "as UTF-8.") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
