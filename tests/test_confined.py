@@ -219,8 +219,17 @@ def test_an_output_folder_that_holds_only_leftovers_of_a_failed_start_is_used(tm
     out.mkdir()
     (out / ".lock").write_text("pid 1")
     (out / "run.log").write_text("")
+    (out / ".DS_Store").write_bytes(b"\0")  # what a file browser leaves is not someone else's work
     code, output = sim_run(out, "--phases", "1")
     assert code == 0, output
+
+
+def test_a_run_folder_known_by_its_journal_alone_keeps_the_users_files(finished: Path) -> None:
+    (finished / "bundle.json").unlink()
+    (finished / "notes.md").write_text("my notes\n")
+    code, output = sim_run(finished)
+    assert code == 0, output
+    assert (finished / "notes.md").read_text() == "my notes\n"
 
 
 # --------------------------------------------------------------------------------------------- 4. export
@@ -273,11 +282,11 @@ def test_export_that_fails_to_write_half_way_puts_everything_back(finished: Path
     real = Root.atomic_write
     calls = {"n": 0}
 
-    def filling_up(self: Root, rel: Any, data: Any) -> None:
+    def filling_up(self: Root, rel: Any, data: Any, **kwargs: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 9:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, rel, data)
+        real(self, rel, data, **kwargs)
 
     monkeypatch.setattr(Root, "atomic_write", filling_up)
     before = snapshot(target)
@@ -337,10 +346,10 @@ def _fill_disk_at(monkeypatch: pytest.MonkeyPatch, site: str, after: int) -> dic
         count["n"] += 1
         return count["n"] > after
 
-    def atomic(self: Root, rel: Any, data: Any) -> None:
+    def atomic(self: Root, rel: Any, data: Any, **kwargs: Any) -> None:
         if hit(rel):
             raise full()
-        real_atomic(self, rel, data)
+        real_atomic(self, rel, data, **kwargs)
 
     class Filling:
         def __init__(self, handle: IO[str]) -> None:
@@ -681,3 +690,15 @@ def test_webhooks_each_on_their_own_failures_named_at_the_end_and_masking_masks_
     assert f"Run folder: {out}" in output and str(out) in log  # not masked because a hook's path is "/home"
     for text in (output, log):
         assert "MARKERDISCORDTOKEN" not in text and "MARKERSECRETPATH" not in text
+
+
+def test_masked_webhook_urls_keep_scheme_host_and_port_and_console_text_is_escaped() -> None:
+    from sparc_cloud.notify import mask_url
+    from sparc_cloud.terminal import clean
+
+    assert mask_url("http://10.0.0.5:8080/hooks/a?token=x") == "http://10.0.0.5:8080/***"
+    assert mask_url("http://[::1]:9000/x") == "http://[::1]:9000/***"
+    assert mask_url("https://hooks.slack.com/services/T/B/C") == "https://hooks.slack.com/***"
+    assert clean("a\x1b[31mb\x07\r\u202etxt.exe\tend\nnext") == "a\\x1b[31mb\\x07\\x0d\\u202etxt.exe\tend\nnext"
+    assert clean("one\ntwo", one_line=True) == "one\\ntwo"
+    assert clean("plain 🚀 text") == "plain 🚀 text"

@@ -22,6 +22,8 @@ LOCK = ".lock"
 HISTORY = "history"
 #: Files a run writes at the top of its folder (a new kind of run file must be added here).
 RUN_FILES = ("bundle.json", "journal.jsonl", "run.log", "events.jsonl")
+#: Files the operating system's file browsers drop into any folder: neither someone else's work nor the run's.
+IGNORED = (".DS_Store", "Thumbs.db", "desktop.ini")
 #: Leftovers of a run killed mid-write: the writability probe and atomic-write temp files.
 _LEFTOVER = re.compile(r"\.write-test(-\d+-[0-9a-f]+)?|\.(bundle\.json|journal\.jsonl)\.[A-Za-z0-9_]+\.tmp")
 
@@ -40,13 +42,17 @@ def _expected_kind(name: str) -> Kind:
     return "dir" if name == HISTORY or name in phase_dirs() else "file"
 
 
+def _foreign(name: str) -> bool:
+    return not is_run_entry(name) and name not in IGNORED
+
+
 def archived_entries(entries: dict[str, Kind]) -> list[str]:
     """The entries a fresh run moves into `history/<run id>/`: the previous run's own files, nothing else."""
     return sorted(n for n in entries if is_run_entry(n) and n not in (LOCK, HISTORY))
 
 
 def _looks_like_ours(root: Root) -> bool:
-    """A bundle of ours, or a journal whose first line is one of ours."""
+    """A bundle of ours, or a journal whose first line is one of ours (a run header, a record or a task mark)."""
     raw = root.read_bytes("bundle.json") if root.kind("bundle.json") == "file" else None
     if raw is not None:
         try:
@@ -60,7 +66,7 @@ def _looks_like_ours(root: Root) -> bool:
         first = raw.split(b"\n", 1)[0]
         try:
             line = json.loads(first.decode("utf-8"))
-            return isinstance(line, dict) and "run_id" in line and "record" in line
+            return isinstance(line, dict) and "run_id" in line and any(k in line for k in ("run", "record", "task"))
         except (UnicodeDecodeError, ValueError):
             return False
     return False
@@ -87,7 +93,7 @@ def check_folder(path: Path) -> None:
             for inner, inner_kind in sorted(root.entries(name).items()):
                 if inner_kind == "link":
                     raise link_error(path / name / inner)
-    foreign = sorted(n for n in entries if not is_run_entry(n))
+    foreign = sorted(n for n in entries if _foreign(n))
     if foreign and not _looks_like_ours(root):
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ConfigError(f"The output folder {path} holds files that are not sparc-cloud's ({shown}). A run "

@@ -303,7 +303,7 @@ class RunFolder:
         """Atomically (temp, fsync, rename), after the journal is on disk."""
         try:
             self.sync()
-            self.root.atomic_write(self.bundle_path.name, bundle_bytes(bundle))
+            self.root.atomic_write(self.bundle_path.name, bundle_bytes(bundle), mode=0o600)
         except OSError as exc:
             raise self.write_failed(self.bundle_path, exc) from None
 
@@ -363,6 +363,6 @@ class RunFolder:
             if data:
                 path = self.output_path(record, suffix)
                 try:
-                    self.root.atomic_write(path.relative_to(self.path).as_posix(), data)
+                    self.root.atomic_write(path.relative_to(self.path).as_posix(), data, mode=0o600)
                 except OSError as exc:
                     raise self.write_failed(path, exc) from None

@@ -232,17 +232,17 @@ class Root:
             fd = self._open_file(dir_fd, name, shown, os.O_RDWR | os.O_CREAT)
         return os.fdopen(fd, "r+", encoding="utf-8")
 
-    def atomic_write(self, rel: str | PurePosixPath, data: bytes | str) -> None:
+    def atomic_write(self, rel: str | PurePosixPath, data: bytes | str, mode: int = 0o666) -> None:
         """Replace the file `rel` so that readers see the old one or the new one, never a torn one (temp
         file created exclusively in the same folder, fsync, rename, fsync of the folder). A link at `rel`
-        is refused, not replaced."""
+        is refused, not replaced. `mode` is filtered by the umask, as for any new file."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         with self._parent(rel, create=True) as (dir_fd, name, shown):
             kind = self._lkind(dir_fd, name)
             if kind not in ("missing", "file"):
                 raise self._wrong_kind(dir_fd, name, shown, "a file")
             tmp = f".{name[:100]}.{secrets.token_hex(4)}.tmp"
-            fd = self._open_file(dir_fd, tmp, shown.parent / tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            fd = self._open_file(dir_fd, tmp, shown.parent / tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(raw)
