@@ -8,6 +8,7 @@ from typing import Any
 
 from sparc_cloud.bundle import load_bundle
 from sparc_cloud.costs import priced
+from sparc_cloud.critical_path import from_bundle as critical_path_of
 from sparc_cloud.runfolder import RunFolder
 
 
@@ -44,6 +45,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
                        "tokens": sum(r["tokens"] for r in rows),
                        "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)})
     wall = float(bundle.totals.get("wall_time_s") or 0.0)
+    path = critical_path_of(bundle)
     return {
         "project": bundle.project, "run_id": bundle.run_id, "backend": bundle.backend,
         "started_at": bundle.started_at, "finished_at": bundle.finished_at,
@@ -60,7 +62,33 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
             "throttled_s_by_model": {m: s for m, s in throttled.items() if s},
         },
         "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
+        **critical_path_fields(path.to_dict() if path is not None else None),
     }
+
+
+def critical_path_fields(path: dict[str, Any] | None) -> dict[str, Any]:
+    """The critical-path keys of the report (`critical_path`, `lower_bound_s`, `makespan_s`, `ratio`, ...); empty
+    values when no agent ran in the latest session."""
+    if path is None:
+        return {"critical_path": [], "critical_path_steps": [], "lower_bound_s": None, "makespan_s": None,
+                "ratio": None, "throttled_on_critical_path_s": 0.0}
+    return path
+
+
+def critical_path_lines(report: dict[str, Any]) -> list[str]:
+    """The critical path in words: its agents and their times, the bound it sets, the makespan, their ratio and
+    the time lost to throttling on it."""
+    steps = report.get("critical_path_steps") or []
+    if not steps:
+        return ["Critical path: no agent ran in the latest session."]
+    chain = " -> ".join(f"{s['id']} ({s['duration_s']:.2f} s)" for s in steps)
+    made = report.get("makespan_s")
+    ratio = report.get("ratio")
+    tail = (f"; measured makespan {made:.2f} s, ratio {ratio:.3f}" if made is not None and ratio is not None
+            else "; makespan not measured yet")
+    return [f"Critical path: {chain}",
+            f"Lower bound {report['lower_bound_s']:.2f} s{tail}; "
+            f"{report['throttled_on_critical_path_s']:.2f} s lost to throttling on the path."]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -86,6 +114,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{a['rate_limited_429']} | {a['tokens']:,} | {a['cost_usd']:.4f} |")
     if t["throttled_s_by_model"]:
         lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
+    lines += ["", *critical_path_lines(report)]
     lines += [f"\nPhase {p['number']} ({p['name']}) is stale: {p['stale_reason'] or 'its inputs changed'}."
               for p in report["phases"] if p["stale"]]
     return "\n".join(lines) + "\n"
@@ -117,3 +146,5 @@ def print_table(report: dict[str, Any]) -> None:
     )
     if t["throttled_s_by_model"]:
         console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
+    for line in critical_path_lines(report):
+        console.print(line, highlight=False, markup=False)
