@@ -104,6 +104,9 @@ def run(
     notify: Annotated[list[str] | None, typer.Option(help="Webhook URL (Slack, Discord or generic JSON) told of "
                                                           "phases done, failures, long throttling and the end; "
                                                           "repeatable.")] = None,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="Serve a live web dashboard of the run on "
+                                                                "127.0.0.1 while it runs (the URL is printed).")]
+    = False,
 ) -> None:
     """Run the SPARC phases of a project.
 
@@ -161,17 +164,38 @@ def run(
                              resume=resume, fail_fast=fail_fast, console=sys.stdout, sim_config=sim_config,
                              pause_after=pause_after, budget_usd=budget_usd, notify=list(notify or []), live=live,
                              invocation=invocation)
+        board = _start_run_dashboard(project, settings, output) if dashboard else None
         previous = _install_stop_signals(options)
         try:
             outcome = run_pipeline(options)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if board is not None:
+                board.finish()
+                board.stop()
     except SparcError as exc:
         stopped = options.interrupted_by if options is not None and isinstance(exc, Cancelled) else None
         _fail(str(exc), 128 + stopped if stopped else exc.exit_code)
     typer.echo(outcome.message, err=outcome.exit_code != 0)
     raise typer.Exit(outcome.exit_code)
+
+
+def _start_run_dashboard(project: str, settings: Any, output: Path | None) -> Any:
+    """The dashboard of the run folder a run is about to write, serving until the run ends."""
+    from sparc_cloud.dashboard import Dashboard
+    from sparc_cloud.dashboard.server import environment_port
+    from sparc_cloud.pipeline import default_folder
+    from sparc_cloud.project import load_project
+
+    folder = output or default_folder(settings, load_project(project)[0])
+    try:
+        board = Dashboard(folder, port=environment_port() or 0, following=True).start()
+    except OSError as exc:
+        _fail(f"the dashboard cannot listen on 127.0.0.1 ({exc.strerror}). Free the port in SPARC_DASHBOARD_PORT "
+              "or unset it for a random one.")
+    typer.echo(f"dashboard: {board.url}", err=True)
+    return board
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -243,6 +267,55 @@ def report(
         typer.echo(to_markdown(data), nl=False)
     else:
         print_table(data)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
+                                                        "SPARC_OUTPUT_DIR).", show_default=False)] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", envvar="SPARC_DASHBOARD_PORT")] = 0,
+) -> None:
+    """Serve a live web dashboard of a run on 127.0.0.1 until Ctrl-C: the agents as a DAG coloured by status,
+    updating as the run goes (a finished run replays), each agent's prompt, output, diff, worklog, retries, 429s,
+    throttled time, tokens and cost, the critical path, elapsed time, cost so far and an ETA. Read-only. The URL
+    (printed) carries a random token; the JSON endpoints /api/run and /api/events take the same token.
+
+    Examples:
+
+      sparc-cloud dashboard
+
+      sparc-cloud dashboard sparc-runs/memory-extension --port 8800
+    """
+    import time
+
+    from sparc_cloud.dashboard import Dashboard
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.latest import latest_run_folder
+
+    if run_dir is None:
+        try:
+            run_dir = latest_run_folder(_settings().output_dir)
+        except SparcError as exc:
+            _fail(str(exc), exc.exit_code)
+    if not run_dir.is_dir():
+        _fail(f"{run_dir} is not a run folder (no such directory). Give the folder a run wrote, e.g. "
+              "sparc-runs/memory-extension.")
+    if not 0 <= port <= 65535:
+        _fail(f"--port {port}: give a port from 1 to 65535, or 0 for a free one.")
+    try:
+        board = Dashboard(run_dir, port=port).start()
+    except OSError as exc:
+        _fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}). Choose another --port, or 0 for a free one.")
+    typer.echo(board.url)
+    typer.echo(f"dashboard of {run_dir}; press Ctrl-C to stop", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    typer.echo("dashboard stopped", err=True)
 
 
 @app.command()
