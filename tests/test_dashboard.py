@@ -151,3 +151,17 @@ def test_dashboard_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "not a run folder" in text
     code, text = cli("dashboard")
     assert code == 2 and "No run folder under sparc-runs" in text and "--backend sim" in text
+
+
+def test_run_with_dashboard_prints_the_url_on_stderr_and_stops_serving_at_the_end(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    result = subprocess.run(
+        [sys.executable, "-m", "sparc_cloud", "run", "--project", "memory-extension", "--backend", "sim",
+         "--sim-time-scale", "0.002", "--output", str(tmp_path / "run"), "--no-progress", "--dashboard"],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(src)})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"^dashboard: (http://127\.0\.0\.1:(\d+)/\?token=[A-Za-z0-9_-]{20,})$", result.stderr, re.M)
+    assert found, result.stderr
+    assert "token=" not in result.stdout and result.stdout.startswith("13 completed")  # stdout: the result only
+    with pytest.raises(OSError):
+        urllib.request.urlopen(found.group(1), timeout=5)  # noqa: S310 - loopback; the server is gone

@@ -85,3 +85,37 @@ def test_the_page_follows_a_simulator_run_live_and_shows_an_agents_output(browse
     print(f"dashboard screenshots: {shot} {final_shot}")
     assert shot.stat().st_size > 10_000 and final_shot.stat().st_size > 10_000
     assert problems == []
+
+
+HOSTILE_TOPIC = '<img src=x onerror="window.__pwned=1">MCP protocol'
+HOSTILE_COMPONENT = "<script>window.__pwned=2</script>Vector storage layer"
+
+
+def test_strings_from_a_project_file_and_a_model_are_shown_as_text_never_run(browser: object, tmp_path: Path) -> None:
+    from cliutil import sim_run
+    from playwright.sync_api import Browser, expect
+
+    from sparc_cloud.dashboard import Dashboard
+
+    assert isinstance(browser, Browser)
+    example = (Path(__file__).resolve().parents[1] / "examples" / "memory-extension.toml").read_text(encoding="utf-8")
+    hostile = example.replace('"MCP protocol"', json.dumps(HOSTILE_TOPIC)).replace(
+        '"Vector storage layer"', json.dumps(HOSTILE_COMPONENT))
+    assert hostile != example
+    project = tmp_path / "memory-extension.toml"
+    project.write_text(hostile, encoding="utf-8")
+    out = tmp_path / "run"
+    code, text = sim_run(out, project=str(project))
+    assert code == 0, text
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    with Dashboard(out) as board:
+        page.goto(board.url)
+        expect(page.locator("#connection")).to_have_text("run finished", timeout=30_000)
+        page.locator('[data-agent="p1-research-1"]').click()
+        expect(page.locator("#detail-prompt")).to_contain_text(HOSTILE_TOPIC)
+        expect(page.locator("#detail-fields")).to_contain_text(HOSTILE_TOPIC)
+        page.locator('[data-agent="p4-component-2"]').click()
+        expect(page.locator("#detail-prompt")).to_contain_text(HOSTILE_COMPONENT)
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("img").count() == 0
+        assert page.locator("script").count() == 1  # the page's own app.js, nothing a string brought in

@@ -195,5 +195,43 @@ def from_bundle(bundle: Bundle) -> CriticalPath | None:
     return from_records(records, float(wall) if isinstance(wall, int | float) and wall else None, order)
 
 
-__all__ = ["CriticalPath", "Node", "Schedule", "Step", "from_bundle", "from_records", "measured_makespan",
-           "schedule", "session_records"]
+@dataclass(frozen=True)
+class Progress:
+    """One agent of a run in progress, for `time_left`: done (with its latency), or not (with its time so far)."""
+
+    id: str
+    depends_on: tuple[str, ...]
+    model: str
+    done: bool
+    latency_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+def time_left(items: Sequence[Progress]) -> float | None:
+    """Seconds until the last agent should finish: the agents not done, each expected to take the mean latency
+    of the finished agents of its model (else of all finished agents), less the time it has run, scheduled along
+    their dependencies. 0.0 when all are done; None while nothing has finished to estimate from."""
+    left = [i for i in items if not i.done]
+    if not left:
+        return 0.0
+    samples: dict[str, list[float]] = {}
+    for item in items:
+        if item.done:
+            samples.setdefault(item.model, []).append(item.latency_s)
+    overall = [x for xs in samples.values() for x in xs]
+    if not overall:
+        return None
+    waiting = {i.id for i in left}
+    nodes = []
+    for item in left:
+        seen = samples.get(item.model) or overall
+        nodes.append(Node(item.id, tuple(d for d in item.depends_on if d in waiting),
+                          max(sum(seen) / len(seen) - item.elapsed_s, 0.0)))
+    try:
+        return schedule(nodes).length_s
+    except ValueError:
+        return None
+
+
+__all__ = ["CriticalPath", "Node", "Progress", "Schedule", "Step", "from_bundle", "from_records", "measured_makespan",
+           "schedule", "session_records", "time_left"]

@@ -120,31 +120,76 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_COLUMNS = ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $")
+
+
+def _cells(a: dict[str, Any]) -> list[str]:
+    status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
+    return [a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]), str(a["rate_limited_429"]),
+            f"{a['throttled_s']:.1f}", f"{a['tokens']:,}", f"{a['cost_usd']:.4f}"]
+
+
+def _phase_title(phase: dict[str, Any]) -> str:
+    stale = f", stale: {phase['stale_reason'] or 'its inputs changed'}" if phase["stale"] else ""
+    return f"Phase {phase['number']}: {phase['name']} ({phase['status']}{stale})"
+
+
+def _totals_line(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    return (f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f} over "
+            f"{t['sessions']} session(s), wall "
+            f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']}).")
+
+
+def plain_text(report: dict[str, Any]) -> str:
+    """The report as plain aligned text, every cell in full (for pipes, files and narrow terminals)."""
+    lines: list[str] = []
+    for phase in report["phases"]:
+        rows = [list(_COLUMNS), *(_cells(a) for a in phase["agents"])]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        lines.append(_phase_title(phase))
+        for row in rows:
+            lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                                       strict=True))).rstrip())
+        lines.append("")
+    lines.append(_totals_line(report))
+    t = report["totals"]
+    if t["throttled_s_by_model"]:
+        lines.append("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
+    lines += critical_path_lines(report)
+    return "\n".join(lines) + "\n"
+
+
 def print_table(report: dict[str, Any]) -> None:
-    """The report as rich tables on the terminal."""
+    """The report as rich tables on a terminal wide enough for every cell; plain text otherwise (off a TTY, or
+    a narrow terminal): no cell is ever cut short."""
+    import sys
+
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     console = Console()
+    tables = []
     for phase in report["phases"]:
-        stale = f", stale: {phase['stale_reason'] or 'its inputs changed'}" if phase["stale"] else ""
-        table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}{stale})",
-                      title_justify="left")
-        for column in ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $"):
-            table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right")
+        table = Table(title=_phase_title(phase), title_justify="left")
+        for column in _COLUMNS:
+            table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right",
+                             no_wrap=True)
         for a in phase["agents"]:
-            status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
-            table.add_row(a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]),
-                          str(a["rate_limited_429"]), f"{a['throttled_s']:.1f}", f"{a['tokens']:,}",
-                          f"{a['cost_usd']:.4f}")
+            table.add_row(*_cells(a))
+        tables.append(table)
+    unbounded = console.options.update(max_width=10_000)
+    if not console.is_terminal or any(Measurement.get(console, unbounded, t).maximum > console.width for t in tables):
+        sys.stdout.write(plain_text(report))
+        sys.stdout.flush()
+        return
+    for table in tables:
         console.print(table)
     t = report["totals"]
-    console.print(
-        f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f} over "
-        f"{t['sessions']} session(s), wall "
-        f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']})."
-    )
+    console.print(_totals_line(report), highlight=False, markup=False)
     if t["throttled_s_by_model"]:
-        console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
+        console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()),
+                      highlight=False, markup=False)
     for line in critical_path_lines(report):
         console.print(line, highlight=False, markup=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
-from sparc_cloud.critical_path import Node, schedule
+from sparc_cloud.critical_path import Node, Progress, schedule, time_left
 from sparc_cloud.errors import SparcError
 from sparc_cloud.phases import PHASES, Output, Plan, build_plan, render_prompt
 from sparc_cloud.runfolder import JournalState
@@ -342,6 +342,6 @@ def _projection(agents: list[dict[str, Any]], finished: bool) -> tuple[list[str]
         return path, 0.0
     if unknown:
         return path, None
-    # Time left: the remaining agents scheduled from now (finished ones count as done).
-    rest = [Node(n.id, tuple(d for d in n.depends_on if d in left), left[n.id]) for n in nodes if n.id in left]
-    return path, schedule(rest).length_s
+    items = [Progress(a["id"], tuple(a["depends_on"]), a["model"], a["id"] not in left, float(a["latency_s"] or 0.0),
+                      float(a["elapsed_s"] or 0.0)) for a in session if a["status"] != "skipped"]
+    return path, time_left(items)
