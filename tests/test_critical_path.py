@@ -97,3 +97,16 @@ def test_a_rerun_of_phase_4_counts_only_the_agents_it_ran(tmp_path: Path) -> Non
     data = json.loads(cli("report", str(out), "--json")[1])
     assert data["critical_path"][-1] == "p4-integration"
     assert all(a.startswith("p4-") for a in data["critical_path"])
+
+
+def test_time_left_scales_a_model_with_no_result_by_how_the_others_compared_with_their_typical_latency() -> None:
+    from sparc_cloud.critical_path import Progress, time_left
+
+    items = [
+        Progress("a", (), "flash", True, latency_s=1.0, typical_s=20.0),   # ran at 1/20 of its typical latency
+        Progress("b", ("a",), "flash", False, elapsed_s=0.25, typical_s=20.0),
+        Progress("c", ("b",), "codex", False, typical_s=60.0),
+    ]
+    assert time_left(items) == pytest.approx(0.75 + 3.0)  # b: 1.0 - 0.25 left; c: 60 / 20 = 3.0
+    assert time_left([Progress("x", (), "m", False)]) is None  # nothing finished to estimate from
+    assert time_left([Progress("x", (), "m", True, latency_s=2.0)]) == 0.0

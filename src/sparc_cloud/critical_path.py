@@ -205,15 +205,13 @@ class Progress:
     done: bool
     latency_s: float = 0.0
     elapsed_s: float = 0.0
+    typical_s: float = 0.0  # the model's typical latency, to scale from other models' results (0: unknown)
 
 
-def time_left(items: Sequence[Progress]) -> float | None:
-    """Seconds until the last agent should finish: the agents not done, each expected to take the mean latency
-    of the finished agents of its model (else of all finished agents), less the time it has run, scheduled along
-    their dependencies. 0.0 when all are done; None while nothing has finished to estimate from."""
-    left = [i for i in items if not i.done]
-    if not left:
-        return 0.0
+def expected_durations(items: Sequence[Progress]) -> dict[str, float] | None:
+    """How long each agent not done is expected to take in all: the mean latency of the finished agents of its
+    model; for a model with no result yet, its typical latency times how the finished agents compared with
+    theirs (else the mean of all finished agents). None while nothing has finished to estimate from."""
     samples: dict[str, list[float]] = {}
     for item in items:
         if item.done:
@@ -221,12 +219,35 @@ def time_left(items: Sequence[Progress]) -> float | None:
     overall = [x for xs in samples.values() for x in xs]
     if not overall:
         return None
+    ratios = [i.latency_s / i.typical_s for i in items if i.done and i.typical_s > 0]
+    pace = sum(ratios) / len(ratios) if ratios else None
+    out: dict[str, float] = {}
+    for item in items:
+        if item.done:
+            continue
+        seen = samples.get(item.model)
+        if seen:
+            out[item.id] = sum(seen) / len(seen)
+        elif pace is not None and item.typical_s > 0:
+            out[item.id] = pace * item.typical_s
+        else:
+            out[item.id] = sum(overall) / len(overall)
+    return out
+
+
+def time_left(items: Sequence[Progress]) -> float | None:
+    """Seconds until the last agent should finish: the agents not done, each taking its expected duration
+    (`expected_durations`) less the time it has run, scheduled along their dependencies. 0.0 when all are done;
+    None while nothing has finished to estimate from."""
+    left = [i for i in items if not i.done]
+    if not left:
+        return 0.0
+    expected = expected_durations(items)
+    if expected is None:
+        return None
     waiting = {i.id for i in left}
-    nodes = []
-    for item in left:
-        seen = samples.get(item.model) or overall
-        nodes.append(Node(item.id, tuple(d for d in item.depends_on if d in waiting),
-                          max(sum(seen) / len(seen) - item.elapsed_s, 0.0)))
+    nodes = [Node(i.id, tuple(d for d in i.depends_on if d in waiting), max(expected[i.id] - i.elapsed_s, 0.0))
+             for i in left]
     try:
         return schedule(nodes).length_s
     except ValueError:
@@ -234,4 +255,4 @@ def time_left(items: Sequence[Progress]) -> float | None:
 
 
 __all__ = ["CriticalPath", "Node", "Progress", "Schedule", "Step", "from_bundle", "from_records", "measured_makespan",
-           "schedule", "session_records", "time_left"]
+           "expected_durations", "schedule", "session_records", "time_left"]

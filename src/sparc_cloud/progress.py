@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sparc_cloud.critical_path import Progress, time_left
+from sparc_cloud.dryrun import typical_latency_s
 from sparc_cloud.events import Event
 from sparc_cloud.phases import PHASES, AgentSpec
 
@@ -101,7 +102,7 @@ class LiveProgress:
             done = row.status in ("completed", "failed")
             running = (now - row.started) if row.started is not None and not done else 0.0
             items.append(Progress(row.agent.id, tuple(row.agent.depends_on), row.agent.model, done,
-                                  row.elapsed or 0.0, running))
+                                  row.elapsed or 0.0, running, typical_latency_s(row.agent.backend, row.agent.model)))
         return time_left(items)
 
     def _narrow(self, now: float) -> Group:

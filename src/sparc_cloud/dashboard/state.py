@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
-from sparc_cloud.critical_path import Node, Progress, schedule, time_left
+from sparc_cloud.critical_path import Node, Progress, expected_durations, schedule, time_left
+from sparc_cloud.dryrun import typical_latency_s
 from sparc_cloud.errors import SparcError
 from sparc_cloud.phases import PHASES, Output, Plan, build_plan, render_prompt
 from sparc_cloud.runfolder import JournalState
@@ -307,41 +308,17 @@ def _r(value: float | None) -> float | None:
 
 
 def _projection(agents: list[dict[str, Any]], finished: bool) -> tuple[list[str], float | None]:
-    """The critical path of the latest session (measured where agents finished, estimated where they have not)
+    """The critical path of the latest session (measured where agents finished, expected where they have not)
     and the time left until its end (None while nothing has finished to estimate from)."""
-    session = [a for a in agents if a["in_session"] and a["status"] not in ("reused",)]
-    done = [a for a in session if a["status"] in ("completed", "failed") and a["latency_s"] is not None]
-    by_model: dict[str, list[float]] = {}
-    for a in done:
-        by_model.setdefault(a["model"], []).append(float(a["latency_s"]))
-    overall = [x for xs in by_model.values() for x in xs]
-    nodes: list[Node] = []
-    left: dict[str, float] = {}
-    unknown = False
-    for a in session:
-        if a["status"] == "skipped":
-            continue
-        if a in done or a["status"] in TERMINAL:
-            nodes.append(Node(a["id"], tuple(a["depends_on"]), float(a["latency_s"] or 0.0)))
-            continue
-        samples = by_model.get(a["model"]) or overall
-        if not samples:
-            unknown = True
-        guess = sum(samples) / len(samples) if samples else 0.0
-        spent = float(a["elapsed_s"] or 0.0)
-        left[a["id"]] = max(guess - spent, 0.0)
-        nodes.append(Node(a["id"], tuple(a["depends_on"]), spent + left[a["id"]]))
-    if not nodes:
-        return [], 0.0 if finished else None
+    session = [a for a in agents if a["in_session"] and a["status"] not in ("reused", "skipped")]
+    items = [Progress(a["id"], tuple(a["depends_on"]), a["model"], a["status"] in TERMINAL,
+                      float(a["latency_s"] or 0.0), float(a["elapsed_s"] or 0.0),
+                      typical_latency_s(a["backend"], a["model"])) for a in session]
+    expected = expected_durations(items) or {}
+    nodes = [Node(i.id, i.depends_on, i.latency_s if i.done else max(expected.get(i.id, 0.0), i.elapsed_s))
+             for i in items]
     try:
-        projected = schedule(nodes)
+        path = [s.agent_id for s in schedule(nodes).path]
     except ValueError:
-        return [], None
-    path = [s.agent_id for s in projected.path]
-    if finished or not left:
-        return path, 0.0
-    if unknown:
-        return path, None
-    items = [Progress(a["id"], tuple(a["depends_on"]), a["model"], a["id"] not in left, float(a["latency_s"] or 0.0),
-                      float(a["elapsed_s"] or 0.0)) for a in session if a["status"] != "skipped"]
-    return path, time_left(items)
+        path = []
+    return path, 0.0 if finished else time_left(items)
