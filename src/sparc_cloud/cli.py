@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -245,6 +246,8 @@ def run(
             if board is not None:
                 board.finish()
                 board.stop()
+                typer.echo(f"dashboard closed; `sparc-cloud dashboard {shlex.quote(str(board.view.folder))}` replays "
+                           "the run", err=True)
     except SparcError as exc:
         stopped = options.interrupted_by if options is not None and isinstance(exc, Cancelled) else None
         message = str(exc)
@@ -401,7 +404,8 @@ def report(
 def dashboard_cmd(
     run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
                                                         "SPARC_OUTPUT_DIR).", show_default=False)] = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", envvar="SPARC_DASHBOARD_PORT")] = 0,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", envvar="SPARC_DASHBOARD_PORT",
+                                      show_envvar=True)] = 0,
 ) -> None:
     """Serve a live web dashboard of a run on 127.0.0.1 until Ctrl-C: the agents as a DAG coloured by status,
     updating as the run goes (a finished run replays), each agent's prompt, output, diff, worklog, retries, 429s,
