@@ -165,3 +165,27 @@ def test_run_with_dashboard_prints_the_url_on_stderr_and_stops_serving_at_the_en
     assert "token=" not in result.stdout and result.stdout.startswith("13 completed")  # stdout: the result only
     with pytest.raises(OSError):
         urllib.request.urlopen(found.group(1), timeout=5)  # noqa: S310 - loopback; the server is gone
+
+
+def test_a_run_holding_the_folder_keeps_the_stream_open_after_its_last_event(finished_run: Path) -> None:
+    import threading
+
+    from sparc_cloud.dashboard.server import folder_busy
+    from sparc_cloud.runfolder import RunFolder
+
+    holder = RunFolder(finished_run)
+    holder.lock()  # as a `sparc-cloud run` in another terminal would
+    try:
+        assert folder_busy(finished_run)
+        with Dashboard(finished_run) as board:
+            answer: list[bytes] = []
+            reader = threading.Thread(target=lambda: answer.append(get(board.url.replace("/?", "/api/events?"))[1]))
+            reader.start()
+            reader.join(1.0)
+            assert reader.is_alive()  # replayed everything, still waiting: the run may write more
+            holder.close()
+            assert not folder_busy(finished_run)
+            reader.join(30)
+            assert not reader.is_alive() and answer[0].decode().rstrip().endswith("event: end\ndata: {}")
+    finally:
+        holder.close()
