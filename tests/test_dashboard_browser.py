@@ -36,7 +36,8 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
-def test_the_page_follows_a_simulator_run_live_and_shows_an_agents_output(browser: object, tmp_path: Path) -> None:
+def test_the_page_follows_a_simulator_run_live_and_shows_an_agents_output(browser: object, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
@@ -82,7 +83,8 @@ def test_the_page_follows_a_simulator_run_live_and_shows_an_agents_output(browse
     expect(page.locator('[data-agent="p5-completion"]')).to_have_attribute("data-critical", "true")
     final_shot = tmp_path / "dashboard-final.png"
     page.screenshot(path=str(final_shot), full_page=True)
-    print(f"dashboard screenshots: {shot} {final_shot}")
+    with capsys.disabled():  # the artifact's path, shown even when the test passes
+        print(f"\ndashboard screenshots: {shot} {final_shot}")
     assert shot.stat().st_size > 10_000 and final_shot.stat().st_size > 10_000
     assert problems == []
 
