@@ -17,6 +17,8 @@ from typing import Any
 
 from common import Gcra, digest, emit, machine, temp_dir
 
+from sparc_cloud.bundle import Bundle
+from sparc_cloud.critical_path import Node, from_bundle, schedule
 from sparc_cloud.http.ratelimit import DEFAULT_LIMITS, Key, RateLimit
 from sparc_cloud.phases import Output, build_plan, render_prompt
 from sparc_cloud.pipeline import RunOptions, run
@@ -41,31 +43,39 @@ def one_run(time_scale: float, seed: int, concurrency: int) -> tuple[float, dict
     return float(bundle["totals"]["wall_time_s"]), {"bundle": bundle, "counters": counters}, served
 
 
-def lower_bound(bundle: dict[str, Any], served: list[dict[str, Any]], time_scale: float) -> float:
-    """Ideal list schedule: each agent starts when its dependencies are done and its limiter allows."""
+def lower_bound(bundle: dict[str, Any], served: list[dict[str, Any]], time_scale: float) -> tuple[float, list[str]]:
+    """Ideal list schedule: each agent starts when its dependencies are done and its limiter allows; the bound
+    and the critical path it follows (`sparc_cloud.critical_path.schedule`, the one `report` uses)."""
     project, _ = load_project("memory-extension")
     plan = build_plan(project, load_templates(project))
     records = {a["id"]: a for p in bundle["phases"] for a in p["agents"]}
     service = {(s["kind"], s["sha"]): s["service_s"] for s in served}
-    limiters: dict[Key, Gcra] = {}
-    finish: dict[str, float] = {}
-    pending = list(plan.agents)
-    while pending:
-        ready = [a for a in pending if all(d in finish for d in a.depends_on)]
-        agent = min(ready, key=lambda a: max((finish[d] for d in a.depends_on), default=0.0))
-        pending.remove(agent)
+    keys: dict[str, Key] = {}
+    nodes = []
+    for agent in plan.agents:
         deps = {d: Output(records[d]["output_text"], records[d].get("diff")) for d in agent.depends_on}
         system, prompt = render_prompt(plan, agent, deps)
         if agent.backend == "gemini":
-            key: Key = ("gemini", "generate", agent.model)
+            keys[agent.id] = ("gemini", "generate", agent.model)
             cost = service[("gemini", digest(prompt))]
         else:
-            key = ("codex", "create", "*")
+            keys[agent.id] = ("codex", "create", "*")
             cost = service[("codex", digest(f"{system}\n\n{prompt}"))]
-        gcra = limiters.setdefault(key, Gcra(DEFAULT_LIMITS.get(key, RateLimit(60, 10)), time_scale))
-        start = gcra.slot(max((finish[d] for d in agent.depends_on), default=0.0))
-        finish[agent.id] = start + cost
-    return max(finish.values())
+        nodes.append(Node(agent.id, tuple(agent.depends_on), cost))
+    limiters: dict[Key, Gcra] = {}
+
+    def slot(node: Node, ready: float) -> float:
+        key = keys[node.id]
+        return limiters.setdefault(key, Gcra(DEFAULT_LIMITS.get(key, RateLimit(60, 10)), time_scale)).slot(ready)
+
+    ideal = schedule(nodes, slot)
+    return ideal.length_s, [s.agent_id for s in ideal.path]
+
+
+def measured_path(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The critical path `sparc-cloud report` finds from the run's records."""
+    path = from_bundle(Bundle.model_validate(bundle))
+    return path.to_dict() if path is not None else {}
 
 
 def main() -> None:
@@ -75,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     parallel, info, served = one_run(args.time_scale, args.seed, concurrency=16)
-    bound = lower_bound(info["bundle"], served, args.time_scale)
+    bound, path = lower_bound(info["bundle"], served, args.time_scale)
     sequential, seq_info, _ = one_run(args.time_scale, args.seed, concurrency=1)
     scale = args.time_scale
     agents = int(info["bundle"]["totals"]["agents"]["total"])
@@ -87,6 +97,9 @@ def main() -> None:
         "makespan_s": round(parallel, 3),
         "lower_bound_s": round(bound, 3),
         "ratio": round(parallel / bound, 4),
+        "critical_path": path,
+        # What `sparc-cloud report` says of the same run: the bound its measured latencies set.
+        "report": {k: v for k, v in measured_path(info["bundle"]).items() if k != "critical_path_steps"},
         "sequential_s": round(sequential, 3),
         "speedup": round(sequential / parallel, 3),
         # The runbook's CLI approach also slept a fixed 5 s between agents (issue 5: "the runbook's

@@ -516,13 +516,13 @@ def test_output_to_a_closed_pipe_stops_quietly_and_the_exit_code_is_the_runs(tmp
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparc_cloud", "run", "--project", "memory-extension", "--backend", "sim",
-         "--sim-time-scale", FAST, "--output", str(out), "--no-progress"],
+         "--sim-time-scale", FAST, "--output", str(out), "--no-progress", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_for_subprocess())
     assert proc.stdout is not None
-    first = proc.stdout.readline()  # like `| head -1`: read one line, then go away
+    first = proc.stdout.readline()  # like `| head -1`: read one line (the first event), then go away
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
-    assert b"run started" in first
+    assert json.loads(first)["kind"] == "run_started"
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err and b"internal error" not in err and b"Exception ignored" not in err
     assert "Traceback" not in (out / "run.log").read_text(encoding="utf-8")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Annotated, Any, NoReturn, cast
@@ -26,6 +28,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n"
+           "  sparc-cloud run --project memory-extension --backend sim   # the whole job, no account needed\n"
+           "  sparc-cloud run --project memory-extension --dry-run       # the plan, cost and time; nothing spent\n"
+           "  sparc-cloud run --project memory-extension --dashboard     # with a live web dashboard\n"
+           "  sparc-cloud report                                         # the newest run: cost, times, critical path\n"
+           "  sparc-cloud doctor                                         # check credentials, with the fix for each\n"
+           "\b\nOutput: results on stdout, progress and messages on stderr; --json where offered. "
+           "Settings: flags, then SPARC_* environment variables or .env, then the project file.",
 )
 sim_app = typer.Typer(help="The loopback simulator of both clouds.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
@@ -76,38 +86,86 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@dataclass(frozen=True)
+class Verbosity:
+    """What the global -q / -v / --debug flags asked for."""
+
+    quiet: bool = False
+    verbose: int = 0
+    debug: bool = False
+
+
+def _verbosity(ctx: typer.Context) -> Verbosity:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Verbosity) else Verbosity()
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only results and errors.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log what happens on stderr (-vv: "
+                                                                             "debug detail too).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logging and the traceback of an internal error "
+                                                        "(env: SPARC_DEBUG=1).")] = False,
 ) -> None:
     """sparc-cloud: SPARC phases as cloud agents."""
+    import logging
+
+    if quiet and (verbose or debug):
+        _fail("-q/--quiet and -v/--verbose/--debug contradict each other: give one.")
+    debug = debug or bool(os.environ.get("SPARC_DEBUG"))
+    if debug:
+        os.environ["SPARC_DEBUG"] = "1"  # main() shows the traceback of an internal error
+    ctx.obj = Verbosity(quiet=quiet, verbose=max(verbose, 2 if debug else 0), debug=debug)
+    if ctx.obj.verbose:
+        logger = logging.getLogger("sparc_cloud")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG if ctx.obj.verbose > 1 else logging.INFO)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > handler.level:
+            logger.setLevel(handler.level)
+        ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     project: Annotated[str, typer.Option("--project", "-p", help="A built-in project name or a path to a TOML file.")],
     phases: Annotated[str | None, typer.Option(help="Run only these phases: 4, 1,3 or 2-4 (earlier outputs "
                                                     "come from the run folder's bundle).")] = None,
-    resume: Annotated[bool, typer.Option(help="Finish an interrupted or partly failed run; completed agents "
-                                              "with the same inputs are not called again.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted or partly failed run; completed "
+                                                          "agents with the same inputs are not called again.")]
+    = False,
     backend: Annotated[str, typer.Option(help="live (the real clouds, your credentials) or sim (the built-in "
-                                              "simulator, no account needed).")] = "live",
-    output: Annotated[Path | None, typer.Option(help="Run folder (default ./sparc-runs/<project>).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Agents in flight at once (default 16).")] = None,
-    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name for phase 4.")] = None,
+                                              "simulator, no account needed).", envvar="SPARC_BACKEND",
+                                         show_envvar=True)] = "live",
+    output: Annotated[Path | None, typer.Option(help="Run folder (default ./sparc-runs/<project>; env: "
+                                                     "SPARC_OUTPUT_DIR replaces ./sparc-runs).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Agents in flight at once (default 16; env: "
+                                                         "SPARC_CONCURRENCY).")] = None,
+    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name for phase 4 (env: "
+                                                       "SPARC_CODEX_ENVIRONMENT).")] = None,
     sim_time_scale: Annotated[float | None, typer.Option(help="Simulator time scale (default 0.02: a 20 s call "
-                                                              "takes 0.4 s).")] = None,
+                                                              "takes 0.4 s; env: SPARC_SIM_TIME_SCALE).")] = None,
     scenario: Annotated[Path | None, typer.Option(help="Simulator scenario file (faults, latencies, limits).")]
     = None,
-    agent_timeout: Annotated[float | None, typer.Option(help="Seconds one agent may take (Codex tasks).")] = None,
-    deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take.")] = None,
-    fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed agent instead of finishing what "
-                                                 "can finish.")] = False,
+    agent_timeout: Annotated[float | None, typer.Option(help="Seconds one agent may take (Codex tasks; default "
+                                                             "3600; env: SPARC_AGENT_TIMEOUT_S).")] = None,
+    deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take (default: no limit; env: "
+                                                        "SPARC_RUN_DEADLINE_S).")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed agent instead of "
+                                                                "finishing what can finish.")] = False,
     gemini_fallback: Annotated[bool | None, typer.Option(help="Fall back from gemini-2.5-pro to gemini-2.5-flash "
-                                                              "when pro's quota is exhausted (recorded per agent).")]
+                                                              "when pro's quota is exhausted (recorded per agent; "
+                                                              "default: the project's setting; env: "
+                                                              "SPARC_GEMINI_FALLBACK).", show_default=False)]
     = None,
-    no_progress: Annotated[bool, typer.Option(help="Plain timestamped lines instead of a live display.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain timestamped lines (on stderr) instead "
+                                                                    "of a live display.")] = False,
     pause_after: Annotated[int | None, typer.Option(help="Stop cleanly after this phase for review (edit its "
                                                          "Markdown, then run the next phases).")] = None,
     budget_usd: Annotated[float | None, typer.Option(help="Stop dispatching before the estimated cost would "
@@ -115,6 +173,14 @@ def run(
     notify: Annotated[list[str] | None, typer.Option(help="Webhook URL (Slack, Discord or generic JSON) told of "
                                                           "phases done, failures, long throttling and the end; "
                                                           "repeatable.")] = None,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="Serve a live web dashboard of the run on "
+                                                                "127.0.0.1 while it runs (the URL is printed; env "
+                                                                "SPARC_DASHBOARD_PORT fixes the port).")]
+    = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Stream every event as a JSON line on stdout (progress "
+                                                          "and the summary go to stderr).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (agents, models, order, limits) and the "
+                                                            "estimated cost and time; call nothing.")] = False,
 ) -> None:
     """Run the SPARC phases of a project.
 
@@ -127,9 +193,13 @@ def run(
       sparc-cloud run --project ./my-project.toml --resume
 
       sparc-cloud run --project memory-extension --pause-after 1 --budget-usd 2
+
+      sparc-cloud run --project memory-extension --dry-run
+
+      sparc-cloud run --project memory-extension --backend sim --json | jq .kind
     """
     from sparc_cloud.cliargs import check_run_numbers
-    from sparc_cloud.errors import Cancelled, SparcError
+    from sparc_cloud.errors import AuthError, Cancelled, SparcError
     from sparc_cloud.phases import parse_phase_selection
     from sparc_cloud.pipeline import RunOptions
     from sparc_cloud.terminal import Console, echo
@@ -156,7 +226,11 @@ def run(
         for url in notify or []:
             if not url.startswith(("https://", "http://")):
                 _fail("--notify needs an http(s) webhook URL.")
-        live = not no_progress and sys.stdout.isatty() and not os.environ.get("CI")
+        if dry_run:
+            _dry_run(project, settings, backend, selection, pause_after, json_out)
+            raise typer.Exit(0)
+        quiet = _verbosity(ctx).quiet
+        live = not no_progress and not quiet and sys.stderr.isatty() and not os.environ.get("CI")
         shaping: list[tuple[str, object]] = [
             ("--backend", backend), ("--output", output), ("--concurrency", concurrency), ("--codex-env", codex_env),
             ("--sim-time-scale", sim_time_scale), ("--scenario", scenario), ("--agent-timeout", agent_timeout),
@@ -171,20 +245,87 @@ def run(
         if no_progress:
             invocation.append("--no-progress")
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
-                             resume=resume, fail_fast=fail_fast, console=cast(IO[str], Console(sys.stdout)),
+                             resume=resume, fail_fast=fail_fast, console=None if quiet else cast(IO[str], Console(sys.stderr)),
                              sim_config=sim_config, pause_after=pause_after, budget_usd=budget_usd,
-                             notify=list(notify or []), live=live, invocation=invocation)
+                             notify=list(notify or []), live=live, invocation=invocation,
+                             json_events=cast(IO[str], Console(sys.stdout)) if json_out else None)
+        board = _start_run_dashboard(project, settings, output) if dashboard else None
         previous = _install_stop_signals(options)
         try:
             outcome = run_pipeline(options)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if board is not None:
+                board.finish()
+                board.stop()
+                typer.echo(f"dashboard closed; `sparc-cloud dashboard {shlex.quote(str(board.view.folder))}` replays "
+                           "the run", err=True)
     except SparcError as exc:
         stopped = options.interrupted_by if options is not None and isinstance(exc, Cancelled) else None
-        _fail(str(exc), 128 + stopped if stopped else exc.exit_code)
-    echo(outcome.message, err=outcome.exit_code != 0)  # a reader that has gone (`| head`) does not change the exit code
+        message = str(exc)
+        if isinstance(exc, AuthError) and backend == "live":
+            message += " " + _credentials_state(_settings(), project)
+        _fail(message, 128 + stopped if stopped else exc.exit_code)
+    # a reader that has gone (`| head`) does not change the exit code
+    echo(outcome.message, err=outcome.exit_code != 0 or json_out)
     raise typer.Exit(outcome.exit_code)
+
+
+def _credentials_state(settings: Any, project: str) -> str:
+    """Where each cloud's credentials stand, and the two ways on: the simulator and `doctor`."""
+    if settings.gemini_api_key is not None:
+        gemini = "Gemini: an API key is set (GEMINI_API_KEY)"
+    elif settings.gemini_creds_path().is_file():
+        gemini = f"Gemini: logged in ({settings.gemini_creds_path()})"
+    else:
+        gemini = "Gemini: not logged in"
+    if settings.codex_auth_path().is_file():
+        codex = f"Codex: logged in ({settings.codex_auth_path()})"
+    else:
+        codex = f"Codex: not logged in (no {settings.codex_auth_path()}; run `codex login`)"
+    return (f"{gemini}; {codex}. To try the whole job without an account: `sparc-cloud run --project {project} "
+            "--backend sim` (or set SPARC_BACKEND=sim); `sparc-cloud doctor` checks each credential and prints "
+            "the fix.")
+
+
+def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | None, pause_after: int | None,
+             json_out: bool) -> None:
+    """Print the plan and its estimates; nothing is called or written."""
+    import json
+
+    from sparc_cloud.dryrun import estimate, format_plan, merged_limits
+    from sparc_cloud.phases import PHASES, build_plan
+    from sparc_cloud.pipeline import project_limits
+    from sparc_cloud.project import load_project, load_templates
+
+    loaded, _ = load_project(project)
+    plan = build_plan(loaded, load_templates(loaded))
+    selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
+    data = estimate(plan, selected, merged_limits(project_limits(loaded)), settings.prices,
+                    concurrency=settings.concurrency,
+                    time_scale=settings.sim_time_scale if backend == "sim" else 1.0)
+    if json_out:
+        typer.echo(json.dumps({**data, "backend": backend}, indent=2))
+    else:
+        typer.echo(format_plan(data, backend), nl=False)
+
+
+def _start_run_dashboard(project: str, settings: Any, output: Path | None) -> Any:
+    """The dashboard of the run folder a run is about to write, serving until the run ends."""
+    from sparc_cloud.dashboard import Dashboard
+    from sparc_cloud.dashboard.server import environment_port
+    from sparc_cloud.pipeline import default_folder
+    from sparc_cloud.project import load_project
+
+    folder = output or default_folder(settings, load_project(project)[0])
+    try:
+        board = Dashboard(folder, port=environment_port() or 0, following=True).start()
+    except OSError as exc:
+        _fail(f"the dashboard cannot listen on 127.0.0.1 ({exc.strerror}). Free the port in SPARC_DASHBOARD_PORT "
+              "or unset it for a random one.")
+    typer.echo(f"dashboard: {board.url}", err=True)
+    return board
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -214,40 +355,55 @@ def _install_stop_signals(options: Any) -> dict[int, Any]:
 
 
 @app.command()
-def projects() -> None:
+def projects(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """List the built-in projects.
 
     Example:
 
-      sparc-cloud projects
+      sparc-cloud projects --json
     """
+    import json
+
     from sparc_cloud.catalog import builtin_projects
 
+    if json_out:
+        typer.echo(json.dumps([{"name": n, "summary": s} for n, s in builtin_projects().items()], indent=2))
+        return
     for name, summary in builtin_projects().items():
         typer.echo(f"{name:<24} {summary}")
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")] = Path("sparc-runs/memory-extension"),
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
+                                                        "SPARC_OUTPUT_DIR).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    markdown: Annotated[bool, typer.Option(help="Print a Markdown table for a pull request.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table for a pull request.")] = False,
 ) -> None:
     """What a run did and cost: per phase and agent, status, model, latency, attempts, 429s, tokens,
     estimated cost, wall time and the speed-up against one agent at a time.
 
     Example:
 
+      sparc-cloud report
+
       sparc-cloud report sparc-runs/memory-extension --markdown
     """
     import json
 
     from sparc_cloud.errors import SparcError
+    from sparc_cloud.latest import latest_run_folder
     from sparc_cloud.report import build_report, print_table, to_markdown
     from sparc_cloud.terminal import clean_data
 
+    if json_out and markdown:
+        _fail("--json and --markdown are two formats of the same report: give one.")
     settings = _settings()
     try:
+        if run_dir is None:
+            run_dir = latest_run_folder(settings.output_dir)
         data = build_report(run_dir, settings.prices)
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
@@ -259,9 +415,61 @@ def report(
         print_table(clean_data(data, markup=True))
 
 
+@app.command("dashboard")
+def dashboard_cmd(
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
+                                                        "SPARC_OUTPUT_DIR).", show_default=False)] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", envvar="SPARC_DASHBOARD_PORT",
+                                      show_envvar=True)] = 0,
+) -> None:
+    """Serve a live web dashboard of a run on 127.0.0.1 until Ctrl-C: the agents as a DAG coloured by status,
+    updating as the run goes (a finished run replays), each agent's prompt, output, diff, worklog, retries, 429s,
+    throttled time, tokens and cost, the critical path, elapsed time, cost so far and an ETA. Read-only. The URL
+    (printed) carries a random token; the JSON endpoints /api/run and /api/events take the same token.
+
+    Examples:
+
+      sparc-cloud dashboard
+
+      sparc-cloud dashboard sparc-runs/memory-extension --port 8800
+    """
+    import time
+
+    from sparc_cloud.dashboard import Dashboard
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.latest import latest_run_folder
+
+    if run_dir is None:
+        try:
+            run_dir = latest_run_folder(_settings().output_dir)
+        except SparcError as exc:
+            _fail(str(exc), exc.exit_code)
+    if not run_dir.is_dir():
+        _fail(f"{run_dir} is not a run folder (no such directory). Give the folder a run wrote, e.g. "
+              "sparc-runs/memory-extension.")
+    if not 0 <= port <= 65535:
+        _fail(f"--port {port}: give a port from 1 to 65535, or 0 for a free one.")
+    try:
+        board = Dashboard(run_dir, port=port).start()
+    except OSError as exc:
+        _fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}). Choose another --port, or 0 for a free one.")
+    typer.echo(board.url)
+    typer.echo(f"dashboard of {run_dir}; press Ctrl-C to stop", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    typer.echo("dashboard stopped", err=True)
+
+
 @app.command()
 def doctor(
-    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name to check.")] = None,
+    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name to check (env: "
+                                                       "SPARC_CODEX_ENVIRONMENT).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (same exit code).")] = False,
 ) -> None:
     """Check credentials (present, readable, mode, expiry), the Gemini project and the Codex environment,
     and print the exact fix for each problem. Exit 1 when something must be fixed.
@@ -274,6 +482,13 @@ def doctor(
     from sparc_cloud.terminal import echo  # server messages in details: control characters escaped
 
     checks = run_doctor(_settings(), codex_env)
+    if json_out:
+        import json
+
+        failed = sum(c.level == "fail" for c in checks)
+        typer.echo(json.dumps({"ok": not failed, "checks": [{"name": c.name, "level": c.level, "detail": c.detail,
+                                                             "fix": c.fix or None} for c in checks]}, indent=2))
+        raise typer.Exit(1 if failed else 0)
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
     for check in checks:
         echo(f"[{marks[check.level]}] {check.name}: {check.detail}")
@@ -285,7 +500,9 @@ def doctor(
 
 
 @codex_app.command("envs")
-def codex_envs() -> None:
+def codex_envs(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """List your Codex Cloud environments (id, name, pinned, task count); --codex-env takes a name or an id.
 
     Example:
@@ -306,6 +523,12 @@ def codex_envs() -> None:
         envs = make_codex(ctx).environments()
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps([{"id": e.id, "label": e.label, "is_pinned": e.is_pinned, "task_count": e.task_count}
+                               for e in envs], indent=2))
+        return
     if not envs:
         typer.echo("No Codex environments. Create one at https://chatgpt.com/codex/settings/environments.")
     for env in envs:  # ids and labels come from the server: control characters escaped

@@ -96,6 +96,18 @@ class JsonlSink:
         self.handle.close()
 
 
+class JsonStreamSink:
+    """Events as JSON lines on a stream (`run --json` on stdout), the same objects as `events.jsonl`."""
+
+    def __init__(self, stream: IO[str], secrets: SecretRegistry) -> None:
+        self.stream = stream
+        self.secrets = secrets
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(self.secrets.redact(json.dumps(asdict(event), ensure_ascii=False)) + "\n")
+        self.stream.flush()
+
+
 class LogSink:
     """Events as log lines (to `run.log` through the logging setup)."""
 

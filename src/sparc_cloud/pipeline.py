@@ -1,6 +1,6 @@
 """One `sparc-cloud run`: project -> plan -> run folder -> backends -> Runner -> journal and bundle.
 
-This is where the pieces meet; each piece stays ignorant of the others (see DESIGN.md)."""
+This is where the pieces meet; each piece stays ignorant of the others (see docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
 from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
-from sparc_cloud.events import Event, EventBus, JsonlSink, LogSink, PlainConsoleSink
+from sparc_cloud.events import Event, EventBus, JsonlSink, JsonStreamSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.notify import Notifier
@@ -66,6 +66,7 @@ class RunOptions:
     # in every "continue with" command so that pasting it runs the same way. None: built from the fields above.
     invocation: list[str] | None = None
     interrupted_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
+    json_events: IO[str] | None = None  # `run --json`: every event as a JSON line on this stream (stdout)
 
 
 @dataclass
@@ -470,9 +471,12 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         from sparc_cloud.progress import LiveProgress as _Live
 
         live = _Live([a for a in plan.agents if a.phase in selected])
+        live.spent_usd = bundle.spent_usd
         bus.add(live)
     elif options.console is not None:
         bus.add(PlainConsoleSink(options.console))
+    if options.json_events is not None:
+        bus.add(JsonStreamSink(options.json_events, secrets))
     notifier = Notifier(options.notify, plan.project.name, secrets, time_scale=ctx.time_scale) if options.notify else None
     if notifier is not None:
         bus.add(notifier)
@@ -517,6 +521,8 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
             spent = record_cost(settings.prices, record)
             session.spent_usd = round(session.spent_usd + spent, 8)
             bundle.spent_usd = round(bundle.spent_usd + spent, 8)
+            if live is not None:
+                live.spent_usd = bundle.spent_usd
 
             def save() -> None:
                 folder.append_journal(bundle.run_id, record)

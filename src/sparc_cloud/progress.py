@@ -11,9 +11,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sparc_cloud.critical_path import Progress, time_left
+from sparc_cloud.dryrun import typical_latency_s
 from sparc_cloud.events import Event
 from sparc_cloud.phases import PHASES, AgentSpec
 from sparc_cloud.terminal import clean
+
+WIDE = 110  # narrower terminals get the compact layout: no model column, the "why waiting" note on its own line
 
 _STYLE = {"queued": "dim", "running": "cyan", "waiting": "yellow", "completed": "green", "reused": "green",
           "failed": "bold red", "skipped": "magenta"}
@@ -35,9 +39,10 @@ class LiveProgress:
 
     def __init__(self, agents: list[AgentSpec], console: Console | None = None) -> None:
         self.rows = {a.id: _Row(a) for a in agents}
-        self.console = console or Console()
+        self.console = console or Console(stderr=True)  # progress goes to stderr: stdout carries results only
         self.started = time.monotonic()
         self.live: Live | None = None
+        self.spent_usd = 0.0  # what the run has cost so far (the pipeline keeps it up to date)
 
     def __call__(self, event: Event) -> None:
         row = self.rows.get(event.agent_id or "")
@@ -71,8 +76,61 @@ class LiveProgress:
         if row is not None and row.status in ("queued", "running", "waiting"):
             row.status, row.note = "skipped", reason
 
+    def footer(self, now: float | None = None) -> str:
+        """Elapsed time, per-phase counts (done/total), statuses, tokens, cost so far and an ETA."""
+        now = time.monotonic() if now is None else now
+        phases: dict[int, list[_Row]] = {}
+        for row in self.rows.values():
+            phases.setdefault(row.agent.phase, []).append(row)
+        per_phase = "  ".join(f"P{n} {sum(r.status in ('completed', 'reused') for r in rows)}/{len(rows)}"
+                              for n, rows in sorted(phases.items()))
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.status] = counts.get(row.status, 0) + 1
+        tokens = sum(r.tokens for r in self.rows.values())
+        eta = self.eta(now)
+        eta_text = "done" if eta == 0.0 else ("estimating" if eta is None else f"~{eta:.0f}s")
+        return (f"{now - self.started:.1f}s  {per_phase}  " + " ".join(f"{k} {v}" for k, v in counts.items())
+                + f"  tokens {tokens:,}  ${self.spent_usd:.4f} so far  ETA {eta_text}")
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds until the last agent should finish (None until one has finished to estimate from)."""
+        now = time.monotonic() if now is None else now
+        items = []
+        for row in self.rows.values():
+            if row.status in ("reused", "skipped"):
+                continue
+            done = row.status in ("completed", "failed")
+            running = (now - row.started) if row.started is not None and not done else 0.0
+            items.append(Progress(row.agent.id, tuple(row.agent.depends_on), row.agent.model, done,
+                                  row.elapsed or 0.0, running, typical_latency_s(row.agent.backend, row.agent.model)))
+        return time_left(items)
+
+    def _narrow(self, now: float) -> Group:
+        """The compact layout: agent, status, elapsed, retries, tokens; the note on its own line, in full."""
+        width = max([len(r.agent.id) for r in self.rows.values()] + [5]) + 2
+        lines: list[Text] = [Text(f"{'agent':<{width}} {'status':<9} {'elapsed':>7} {'retries':>7} {'tokens':>8}",
+                                  style="bold")]
+        last_phase = None
+        for row in self.rows.values():
+            if row.agent.phase != last_phase:
+                last_phase = row.agent.phase
+                lines.append(Text(f"Phase {last_phase}: {PHASES[last_phase][1]}", style="bold"))
+            elapsed = row.elapsed if row.elapsed is not None else (now - row.started if row.started else None)
+            line = Text(f"  {row.agent.id:<{width - 2}} ")
+            line.append(f"{row.status:<9}", style=_STYLE.get(row.status, ""))
+            line.append(f" {f'{elapsed:.1f}s' if elapsed is not None else '':>7} {str(row.retries or ''):>7} "
+                        f"{f'{row.tokens:,}' if row.tokens else '':>8}")
+            lines.append(line)
+            if row.note:
+                lines.append(Text(f"      {clean(row.note, one_line=True)}", style="dim"))
+        lines.append(Text(self.footer(now), style="bold"))
+        return Group(*lines)
+
     def __rich__(self) -> Group:
         now = time.monotonic()
+        if self.console.width < WIDE:
+            return self._narrow(now)
         table = Table(expand=True, show_edge=False, pad_edge=False)
         for column, justify in (("agent", "left"), ("status", "left"), ("model", "left"), ("elapsed", "right"),
                                 ("retries", "right"), ("tokens", "right"), ("", "left")):
@@ -89,13 +147,7 @@ class LiveProgress:
                           Text(clean(row.agent.model, one_line=True)), f"{elapsed:.1f}s" if elapsed is not None else "",
                           str(row.retries or ""), f"{row.tokens:,}" if row.tokens else "",
                           Text(clean(row.note, one_line=True)[:90], style="dim"))
-        counts: dict[str, int] = {}
-        for row in self.rows.values():
-            counts[row.status] = counts.get(row.status, 0) + 1
-        tokens = sum(r.tokens for r in self.rows.values())
-        summary = Text(f"{now - self.started:.1f}s  " + "  ".join(f"{k} {v}" for k, v in counts.items())
-                       + f"  tokens {tokens:,}", style="bold")
-        return Group(table, summary)
+        return Group(table, Text(self.footer(now), style="bold"))
 
     def __enter__(self) -> LiveProgress:
         self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)

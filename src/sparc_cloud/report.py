@@ -8,6 +8,7 @@ from typing import Any
 
 from sparc_cloud.bundle import load_bundle
 from sparc_cloud.costs import priced
+from sparc_cloud.critical_path import from_bundle as critical_path_of
 from sparc_cloud.runfolder import RunFolder
 
 
@@ -44,6 +45,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
                        "tokens": sum(r["tokens"] for r in rows),
                        "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)})
     wall = float(bundle.totals.get("wall_time_s") or 0.0)
+    path = critical_path_of(bundle)
     return {
         "project": bundle.project, "run_id": bundle.run_id, "backend": bundle.backend,
         "started_at": bundle.started_at, "finished_at": bundle.finished_at,
@@ -60,7 +62,33 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
             "throttled_s_by_model": {m: s for m, s in throttled.items() if s},
         },
         "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
+        **critical_path_fields(path.to_dict() if path is not None else None),
     }
+
+
+def critical_path_fields(path: dict[str, Any] | None) -> dict[str, Any]:
+    """The critical-path keys of the report (`critical_path`, `lower_bound_s`, `makespan_s`, `ratio`, ...); empty
+    values when no agent ran in the latest session."""
+    if path is None:
+        return {"critical_path": [], "critical_path_steps": [], "lower_bound_s": None, "makespan_s": None,
+                "ratio": None, "throttled_on_critical_path_s": 0.0}
+    return path
+
+
+def critical_path_lines(report: dict[str, Any]) -> list[str]:
+    """The critical path in words: its agents and their times, the bound it sets, the makespan, their ratio and
+    the time lost to throttling on it."""
+    steps = report.get("critical_path_steps") or []
+    if not steps:
+        return ["Critical path: no agent ran in the latest session."]
+    chain = " -> ".join(f"{s['id']} ({s['duration_s']:.2f} s)" for s in steps)
+    made = report.get("makespan_s")
+    ratio = report.get("ratio")
+    tail = (f"; measured makespan {made:.2f} s, ratio {ratio:.3f}" if made is not None and ratio is not None
+            else "; makespan not measured yet")
+    return [f"Critical path: {chain}",
+            f"Lower bound {report['lower_bound_s']:.2f} s{tail}; "
+            f"{report['throttled_on_critical_path_s']:.2f} s lost to throttling on the path."]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -86,34 +114,82 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{a['rate_limited_429']} | {a['tokens']:,} | {a['cost_usd']:.4f} |")
     if t["throttled_s_by_model"]:
         lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
+    lines += ["", *critical_path_lines(report)]
     lines += [f"\nPhase {p['number']} ({p['name']}) is stale: {p['stale_reason'] or 'its inputs changed'}."
               for p in report["phases"] if p["stale"]]
     return "\n".join(lines) + "\n"
 
 
+_COLUMNS = ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $")
+
+
+def _cells(a: dict[str, Any]) -> list[str]:
+    status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
+    return [a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]), str(a["rate_limited_429"]),
+            f"{a['throttled_s']:.1f}", f"{a['tokens']:,}", f"{a['cost_usd']:.4f}"]
+
+
+def _phase_title(phase: dict[str, Any]) -> str:
+    stale = f", stale: {phase['stale_reason'] or 'its inputs changed'}" if phase["stale"] else ""
+    return f"Phase {phase['number']}: {phase['name']} ({phase['status']}{stale})"
+
+
+def _totals_line(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    return (f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f} over "
+            f"{t['sessions']} session(s), wall "
+            f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']}).")
+
+
+def plain_text(report: dict[str, Any]) -> str:
+    """The report as plain aligned text, every cell in full (for pipes, files and narrow terminals)."""
+    lines: list[str] = []
+    for phase in report["phases"]:
+        rows = [list(_COLUMNS), *(_cells(a) for a in phase["agents"])]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        lines.append(_phase_title(phase))
+        for row in rows:
+            lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                                       strict=True))).rstrip())
+        lines.append("")
+    lines.append(_totals_line(report))
+    t = report["totals"]
+    if t["throttled_s_by_model"]:
+        lines.append("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
+    lines += critical_path_lines(report)
+    return "\n".join(lines) + "\n"
+
+
 def print_table(report: dict[str, Any]) -> None:
-    """The report as rich tables on the terminal."""
+    """The report as rich tables on a terminal wide enough for every cell; plain text otherwise (off a TTY, or
+    a narrow terminal): no cell is ever cut short."""
+    import sys
+
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     console = Console()
+    tables = []
     for phase in report["phases"]:
-        stale = f", stale: {phase['stale_reason'] or 'its inputs changed'}" if phase["stale"] else ""
-        table = Table(title=f"Phase {phase['number']}: {phase['name']} ({phase['status']}{stale})",
-                      title_justify="left")
-        for column in ("agent", "status", "model", "latency s", "attempts", "429s", "throttled s", "tokens", "est. $"):
-            table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right")
+        table = Table(title=_phase_title(phase), title_justify="left")
+        for column in _COLUMNS:
+            table.add_column(column, justify="left" if column in ("agent", "status", "model") else "right",
+                             no_wrap=True)
         for a in phase["agents"]:
-            status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
-            table.add_row(a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]),
-                          str(a["rate_limited_429"]), f"{a['throttled_s']:.1f}", f"{a['tokens']:,}",
-                          f"{a['cost_usd']:.4f}")
+            table.add_row(*_cells(a))
+        tables.append(table)
+    unbounded = console.options.update(max_width=10_000)
+    if not console.is_terminal or any(Measurement.get(console, unbounded, t).maximum > console.width for t in tables):
+        sys.stdout.write(plain_text(report))
+        sys.stdout.flush()
+        return
+    for table in tables:
         console.print(table)
     t = report["totals"]
-    console.print(
-        f"Total: {t['tokens'].get('total_tokens', 0):,} tokens, estimated ${t['cost_usd']:.4f} over "
-        f"{t['sessions']} session(s), wall "
-        f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']})."
-    )
+    console.print(_totals_line(report), highlight=False, markup=False)
     if t["throttled_s_by_model"]:
-        console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
+        console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()),
+                      highlight=False, markup=False)
+    for line in critical_path_lines(report):
+        console.print(line, highlight=False, markup=False)
