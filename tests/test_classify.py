@@ -81,8 +81,9 @@ def test_daily_quota_is_terminal_in_both_apis() -> None:
     assert _classify(429, env.daily_quota("gemini-2.5-pro", code_assist=False))[0] == "terminal"
 
 
-def test_capacity_exhausted_is_terminal() -> None:
-    assert _classify(503, env.capacity("gemini-2.5-pro"))[0] == "terminal"
+def test_capacity_exhausted_is_retried_not_terminal() -> None:
+    """gemini.md section 6 (gemini-cli utils/retry.ts 346-395, issue 23520): capacity is not quota."""
+    assert _classify(503, env.capacity("gemini-2.5-pro"))[0] == "capacity"
 
 
 def test_limit_zero_is_terminal_but_limit_ten_is_not() -> None:

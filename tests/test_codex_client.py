@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,16 @@ def write_auth(home: Path, *, account: str | None = ACCOUNT, access: str = ACCES
 
 
 def make_client(home: Path, *, clock: FakeClock | None = None, base: str = BASE, style: str = "auto",
-                account: str | None = ACCOUNT, refresh: bool = False, limits: dict | None = None) -> CodexClient:  # type: ignore[type-arg]
+                account: str | None = ACCOUNT, refresh: bool = False, limits: dict | None = None,  # type: ignore[type-arg]
+                list_polling: bool = True, max_attempts: int = 4) -> CodexClient:
     clock = clock or FakeClock()
     session = requests.Session()
     secrets = SecretRegistry()
     auth = CodexAuth(write_auth(home, account=account), clock=clock, secrets=secrets, session=session,
                      refresh=refresh, refresh_url="https://auth.openai.com/oauth/token", client_id="app_X")
     return CodexClient(base_url=base, auth=auth, session=session, limiters=RateLimiters(clock, limits),
-                       policy=RetryPolicy(max_attempts=4), clock=clock, secrets=secrets, path_style=style,
-                       poll=PollPolicy())
+                       policy=RetryPolicy(max_attempts=max_attempts), clock=clock, secrets=secrets, path_style=style,
+                       poll=PollPolicy(), list_polling=list_polling, on_retry=lambda notice: None)
 
 
 def details(status: str, *, task_id: str = "task_e_1", diff_shape: str = "output_diff", error: Any = None,
@@ -90,15 +92,18 @@ def test_create_task_body_and_headers_match_the_spec(isolated_env: Path) -> None
     assert call.headers["Authorization"] == f"Bearer {ACCESS}"
     assert call.headers["ChatGPT-Account-Id"] == ACCOUNT
     assert call.headers["Content-Type"] == "application/json"
-    assert call.headers["User-Agent"].startswith("sparc_cloud/") and call.headers["User-Agent"].endswith("(sparc_cloud_tasks)")
+    # The official client's User-Agent shape (codex.md section 2), our surface as the suffix.
+    assert re.fullmatch(r"codex_cli_rs/\d+\.\d+\.\d+ \(\S+ \S+; \S+\) \S+ \(sparc_cloud_tasks\)",
+                        call.headers["User-Agent"])
 
 
 @responses.activate
-def test_create_task_without_branch_and_with_best_of_n(isolated_env: Path) -> None:
+def test_create_task_outside_a_checkout_sends_branch_main_and_best_of_n(isolated_env: Path) -> None:
+    """Upstream always sends `new_task.branch`; with no git checkout it is "main" (codex.md section 8)."""
     responses.post(f"{BASE}/wham/tasks", json={"id": "task_e_top"})
     assert make_client(isolated_env).create_task("p", environment_id="e", best_of_n=2) == "task_e_top"
     body = json.loads(responses.calls[0].request.body or b"{}")
-    assert "branch" not in body["new_task"] and body["metadata"] == {"best_of_n": 2}
+    assert body["new_task"]["branch"] == "main" and body["metadata"] == {"best_of_n": 2}
 
 
 @responses.activate
@@ -205,7 +210,7 @@ def test_wait_polls_adaptively_until_completed(isolated_env: Path) -> None:
     responses.get(url, json=details("completed"))
     clock = FakeClock()
     start = clock.now()
-    result, polls = make_client(isolated_env, clock=clock).wait("task_e_1", timeout_s=1000)
+    result, polls = make_client(isolated_env, clock=clock, list_polling=False).wait("task_e_1", timeout_s=1000)
     assert polls == 5 and result.status == TaskStatus.COMPLETED and result.diff
     # one early poll at 2 s, none until the earliest expected finish (30 s), then every 2 s
     assert 36.0 <= clock.now() - start <= 37.0
@@ -215,7 +220,7 @@ def test_wait_polls_adaptively_until_completed(isolated_env: Path) -> None:
 def test_task_in_error_raises_with_the_server_message(isolated_env: Path) -> None:
     responses.get(f"{BASE}/wham/tasks/task_e_1", json=details("failed", error={"code": "E1", "message": "tests failed"}))
     with pytest.raises(TaskFailed, match="task_e_1 ended failed: Task failed: E1: tests failed") as info:
-        make_client(isolated_env).wait("task_e_1", timeout_s=100)
+        make_client(isolated_env, list_polling=False).wait("task_e_1", timeout_s=100)
     assert info.value.task_id == "task_e_1"
 
 
@@ -223,7 +228,7 @@ def test_task_in_error_raises_with_the_server_message(isolated_env: Path) -> Non
 def test_timeout_carries_task_id_and_last_status(isolated_env: Path) -> None:
     responses.get(f"{BASE}/wham/tasks/task_e_1", json=details("in_progress"))
     with pytest.raises(TaskTimeout, match="last status: in_progress") as info:
-        make_client(isolated_env).wait("task_e_1", timeout_s=60)
+        make_client(isolated_env, list_polling=False).wait("task_e_1", timeout_s=60)
     assert (info.value.task_id, info.value.last_status) == ("task_e_1", "in_progress")
 
 
@@ -243,7 +248,8 @@ def test_poll_budget_is_never_exceeded_with_20_tasks_in_flight(isolated_env: Pat
         return 200, {}, json.dumps(details(status, task_id=task_id))
 
     responses.add_callback(responses.GET, __import__("re").compile(f"{BASE}/wham/tasks/task_e_.*"), callback=answer)
-    client = make_client(isolated_env, clock=clock, limits={("codex", "poll", "*"): RateLimit(per_minute=30, burst=5)})
+    client = make_client(isolated_env, clock=clock, limits={("codex", "poll", "*"): RateLimit(per_minute=30, burst=5)},
+                         list_polling=False)
     threads = [threading.Thread(target=client.wait, args=(f"task_e_{i}",), kwargs={"timeout_s": 10_000})
                for i in range(20)]
     for t in threads:
@@ -263,7 +269,7 @@ def test_poll_429_pauses_the_budget_and_is_retried(isolated_env: Path) -> None:
     responses.get(url, status=429, json=env.codex_usage_limit(4.0), headers={"retry-after-ms": "4000"})
     responses.get(url, json=details("completed"))
     clock = FakeClock()
-    result, _ = make_client(isolated_env, clock=clock).wait("task_e_1", timeout_s=100)
+    result, _ = make_client(isolated_env, clock=clock, list_polling=False).wait("task_e_1", timeout_s=100)
     assert result.status == TaskStatus.COMPLETED and max(clock.sleeps) >= 4.0
 
 

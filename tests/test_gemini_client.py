@@ -52,9 +52,16 @@ def write_creds(home: Path, *, expiry_in_s: float = 3600, clock: FakeClock | Non
     return path
 
 
+LOADED = {"currentTier": {"id": "standard-tier"}, "cloudaicompanionProject": "proj-1"}
+
+
 def make_client(home: Path, *, clock: FakeClock | None = None, project: str | None = "proj-1",
                 client_secret: str | None = CLIENT_SECRET, fallback: dict[str, str] | None = None,
-                expiry_in_s: float = 3600, secrets: SecretRegistry | None = None) -> GeminiClient:
+                expiry_in_s: float = 3600, secrets: SecretRegistry | None = None, load: bool = True) -> GeminiClient:
+    """A Code Assist client; with `load`, loadCodeAssist (always called first, gemini.md section 6) answers
+    with a current tier and the project `proj-1` (call it inside a `responses.activate` test)."""
+    if load and project is not None:
+        responses.post(f"{BASE}:loadCodeAssist", json=LOADED)
     clock = clock or FakeClock()
     secrets = secrets or SecretRegistry()
     session = requests.Session()
@@ -72,7 +79,7 @@ def test_code_assist_request_body_and_headers_match_the_spec(isolated_env: Path)
     client = make_client(isolated_env)
     result = client.generate("Hello", model="gemini-2.5-pro", system="Be brief.",
                              generation_config={"maxOutputTokens": 100})
-    call = responses.calls[0].request
+    call = responses.calls[1].request  # [0] is loadCodeAssist
     body = json.loads(call.body or b"{}")
     assert set(body) == {"model", "project", "user_prompt_id", "request"}
     assert body["model"] == "gemini-2.5-pro" and body["project"] == "proj-1"
@@ -96,7 +103,7 @@ def test_code_assist_request_body_and_headers_match_the_spec(isolated_env: Path)
 def test_code_assist_maps_gemini_3_5_flash_model_name(isolated_env: Path) -> None:
     responses.post(f"{BASE}:generateContent", json=OK_BODY)
     make_client(isolated_env).generate("x", model="gemini-3.5-flash")
-    assert json.loads(responses.calls[0].request.body or b"{}")["model"] == "gemini-3-flash"
+    assert json.loads(responses.calls[-1].request.body or b"{}")["model"] == "gemini-3-flash"
 
 
 @responses.activate
@@ -138,7 +145,6 @@ def test_project_is_discovered_once_with_load_code_assist(isolated_env: Path) ->
         ({"currentTier": {"id": "free-tier"}, "ineligibleTiers": [{"reasonMessage": "Not available in your region"}]},
          "Not available in your region"),
         ({"currentTier": {"id": "standard-tier"}}, "GOOGLE_CLOUD_PROJECT"),
-        ({"allowedTiers": [{"id": "free-tier", "isDefault": True}]}, "run `gemini` once"),
     ],
 )
 @responses.activate
@@ -150,7 +156,7 @@ def test_project_discovery_errors_are_clear(isolated_env: Path, answer: dict[str
 
 def test_project_number_is_rejected(isolated_env: Path) -> None:
     with pytest.raises(ConfigError, match="project number"):
-        make_client(isolated_env, project="123456").project_id()
+        make_client(isolated_env, project="123456", load=False).project_id()
 
 
 @responses.activate
@@ -169,7 +175,7 @@ def test_terminal_quota_fails_at_once_with_the_server_words(isolated_env: Path) 
     responses.post(f"{BASE}:generateContent", status=429, json=env.daily_quota("gemini-2.5-pro", code_assist=True))
     with pytest.raises(TerminalQuota, match="Individual quota reached"):
         make_client(isolated_env).generate("x", model="gemini-2.5-pro")
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == 2  # loadCodeAssist, then one generateContent
 
 
 @responses.activate
@@ -180,7 +186,7 @@ def test_fallback_to_flash_on_terminal_quota_is_recorded(isolated_env: Path) -> 
     client = make_client(isolated_env, fallback={"gemini-2.5-pro": "gemini-2.5-flash"})
     result = client.generate("x", model="gemini-2.5-pro")
     assert result.fallback_from == "gemini-2.5-pro" and result.model == "gemini-2.5-flash"
-    assert json.loads(responses.calls[1].request.body or b"{}")["model"] == "gemini-2.5-flash"
+    assert json.loads(responses.calls[2].request.body or b"{}")["model"] == "gemini-2.5-flash"
 
 
 @responses.activate
@@ -195,7 +201,7 @@ def test_client_errors_are_not_retried_and_their_message_surfaces(isolated_env: 
     responses.post(f"{BASE}:generateContent", status=404, json=env.model_not_found("gemini-9"))
     with pytest.raises(ModelNotFound, match="models/gemini-9 is not found"):
         make_client(isolated_env).generate("x", model="gemini-9")
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == 2  # loadCodeAssist, then one generateContent
 
 
 @responses.activate
@@ -203,7 +209,7 @@ def test_truncated_body_is_retried_once_then_fails_clearly(isolated_env: Path) -
     responses.post(f"{BASE}:generateContent", body='{"response": {"candidates": [{"con')
     with pytest.raises(RetriesExhausted, match="not valid JSON"):
         make_client(isolated_env).generate("x", model="gemini-2.5-pro")
-    assert len(responses.calls) == 2
+    assert len(responses.calls) == 3  # loadCodeAssist, then two generateContent
 
 
 @responses.activate
@@ -229,7 +235,7 @@ def test_expiring_token_is_refreshed_before_use_and_file_rewritten(isolated_env:
     client.generate("x", model="gemini-2.5-pro")
     form = dict(p.split("=", 1) for p in str(token.calls[0].request.body).split("&"))
     assert form["grant_type"] == "refresh_token" and form["client_id"] == "client-id"
-    assert responses.calls[1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
     path = isolated_env / ".gemini" / "oauth_creds.json"
     saved = json.loads(path.read_text())
     assert saved["access_token"] == "MARKER-NEW-ACCESS"
@@ -244,7 +250,7 @@ def test_401_triggers_one_refresh_and_one_retry(isolated_env: Path) -> None:
     responses.post(f"{BASE}:generateContent", json=OK_BODY)
     result = make_client(isolated_env).generate("x", model="gemini-2.5-pro")
     assert result.text == "Hello world"
-    assert responses.calls[2].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
 
 
 @responses.activate
