@@ -39,16 +39,14 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _settings(**overrides: Any) -> Any:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from sparc_cloud.settings import Settings
+    from sparc_cloud.settings import Settings, describe_settings_error
 
     try:
         base = Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "SPARC_" + ".".join(str(p) for p in first["loc"]).upper()
-        _fail(f"setting {name} is invalid: {first['msg']} (got {first.get('input')!r}). Fix it in the "
-              "environment or .env.")
+    except (ValidationError, SettingsError) as exc:
+        _fail(describe_settings_error(exc))
     updates = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings.model_validate({**base.model_dump(), **updates})
@@ -84,6 +82,9 @@ def run(
     output: Annotated[Path | None, typer.Option(help="Run folder (default ./sparc-runs/<project>).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Agents in flight at once (default 16).")] = None,
     codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name for phase 4.")] = None,
+    branch: Annotated[str | None, typer.Option(help="Git branch the Codex tasks start from (default: the project's "
+                                                    "[codex] branch, else this checkout's branch, else main).")]
+    = None,
     sim_time_scale: Annotated[float | None, typer.Option(help="Simulator time scale (default 0.02: a 20 s call "
                                                               "takes 0.4 s).")] = None,
     scenario: Annotated[Path | None, typer.Option(help="Simulator scenario file (faults, latencies, limits).")]
@@ -123,7 +124,8 @@ def run(
         selection = parse_phase_selection(phases) if phases else None
         if backend not in ("live", "sim"):
             _fail(f"--backend {backend!r}: use live or sim.")
-        settings = _settings(concurrency=concurrency, codex_environment=codex_env, sim_time_scale=sim_time_scale,
+        settings = _settings(concurrency=concurrency, codex_environment=codex_env, codex_branch=branch,
+                             sim_time_scale=sim_time_scale,
                              agent_timeout_s=agent_timeout, run_deadline_s=deadline, gemini_fallback=gemini_fallback)
         sim_config = None
         if scenario is not None:
@@ -336,10 +338,9 @@ def sim_serve(
         if scenario:
             config = load_scenario(scenario, config)
         sim = Simulator(config, port=port)
+        paths = sim.write_credentials(write_creds) if write_creds else None
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}. Choose another --port.")
     typer.echo(f"simulator listening on {sim.url} (time scale {config.time_scale})")
     typer.echo(f"  SPARC_GEMINI_BASE_URL={sim.gemini_base_url}")
     typer.echo(f"  SPARC_GEMINI_API_BASE_URL={sim.url}")
@@ -347,8 +348,7 @@ def sim_serve(
     typer.echo(f"  SPARC_CODEX_BASE_URL={sim.codex_base_url}")
     typer.echo(f"  SPARC_CODEX_REFRESH_URL={sim.url}/oauth/token")
     typer.echo(f"  counters: {sim.url}/_sim/counters")
-    if write_creds:
-        paths = sim.write_credentials(write_creds)
+    if paths:
         client_id, _ = sim.oauth_client()
         typer.echo(f"  SPARC_GEMINI_CREDS={paths['gemini']}")
         typer.echo(f"  SPARC_CODEX_AUTH={paths['codex']}")
