@@ -312,6 +312,7 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                                 codex_environment=settings.codex_environment or plan.project.codex.environment,
                                 codex_branch=resolve_branch(settings.codex_branch, plan.project.codex.branch).branch):
             options.console.write(line + "\n")
+        options.console.flush()
     try:
         if backends.codex is not None:
             _resolve_codex_env(options, settings, plan.project, backends)

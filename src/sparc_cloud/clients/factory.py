@@ -30,8 +30,8 @@ def notice_printer(stream: IO[str] | None = None, secrets: SecretRegistry | None
 
     def emit(notice: RetryNotice) -> None:
         out = stream or sys.stderr
-        status = f"HTTP {notice.status}" if notice.status else "network error"
-        line = f"retrying {notice.endpoint}: {status}; try {notice.attempt + 1} in {notice.wait_s:.1f} s"
+        status = f" (HTTP {notice.status})" if notice.status else ""
+        line = f"retry {notice.attempt + 1} in {notice.wait_s:.1f} s: {notice.endpoint}{status}"
         out.write((secrets.redact(line) if secrets else line) + "\n")
         out.flush()
 

@@ -96,16 +96,14 @@ def _never_sent(exc: requests.RequestException) -> str | None:
     """Why no byte reached the server (refused, DNS, connect timeout), or None if the request may have."""
     reason = exc.args[0] if exc.args else None
     inner = getattr(reason, "reason", reason)
-    if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(inner, ConnectTimeoutError):
-        return "connect timeout"
     text = str(inner).lower()
     if (_DNS_ERRORS and isinstance(inner, _DNS_ERRORS)) or (isinstance(inner, NewConnectionError) and any(
             w in text for w in _DNS_WORDS)):
         return "DNS lookup failed"
-    if isinstance(inner, NewConnectionError):
-        if "refused" in text:
-            return "connection refused"
-        return "cannot connect"
+    if isinstance(inner, NewConnectionError):  # (a subclass of ConnectTimeoutError in urllib3 2)
+        return "connection refused" if "refused" in text else "cannot connect"
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(inner, ConnectTimeoutError):
+        return "connect timeout"
     return None
 
 

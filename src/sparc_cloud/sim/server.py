@@ -694,7 +694,7 @@ class Simulator:
         gemini = self.state.issue_gemini()
         atomic_write_text(g_path, json.dumps({
             "access_token": gemini["access_token"], "refresh_token": self.state.new_refresh_token("gemini"),
-            "scope": gemini["scope"], "token_type": "Bearer",
+            "scope": gemini["scope"], "token_type": "Bearer", "id_token": self.state.google_id_token(),
             "expiry_date": int((time.time() + float(gemini["expires_in"])) * 1000),
         }, indent=2), mode=0o600)
         codex = self.state.issue_codex()

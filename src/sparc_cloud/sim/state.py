@@ -148,6 +148,12 @@ class SimState:
         return {"access_token": token, "expires_in": life, "token_type": "Bearer",
                 "scope": "https://www.googleapis.com/auth/cloud-platform"}
 
+    def google_id_token(self) -> str:
+        """An OpenID token like the one google-auth-library stores (`email` claim), unsigned."""
+        claims = {"iss": "https://accounts.google.com", "email": "sim@example.invalid", "email_verified": True,
+                  "iat": int(time.time()), "exp": int(time.time()) + 3600}
+        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.sig"
+
     def new_refresh_token(self, kind: str) -> str:
         """A refresh token the token endpoints will accept."""
         token = ("1//sim-" if kind == "gemini" else "rt_sim_") + pysecrets.token_hex(16)
