@@ -1,4 +1,4 @@
-"""Error classification and retry-hint parsing, on the payload shapes of shared/api/gemini.md."""
+"""Error classification and retry-hint parsing, on the payload shapes gemini-cli and openai/codex users see."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CodexClient against `responses` mocks: wire format field by field (shared/api/codex.md)."""
+"""CodexClient against `responses` mocks: wire format field by field, as openai/codex backend-client speaks it."""
 
 from __future__ import annotations
 

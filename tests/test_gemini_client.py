@@ -1,4 +1,4 @@
-"""GeminiClient against `responses` mocks: wire format field by field (shared/api/gemini.md)."""
+"""GeminiClient against `responses` mocks: wire format field by field, as gemini-cli speaks it (code_assist/, utils/)."""
 
 from __future__ import annotations
 

@@ -297,3 +297,9 @@ def test_a_secret_setting_is_never_echoed_in_its_error() -> None:
 def test_aliases_are_named_as_the_user_set_them() -> None:
     assert env_names("google_cloud_project") == ALIASES["google_cloud_project"]
     assert env_names("codex_branch") == ("SPARC_CODEX_BRANCH",)
+
+
+def test_env_example_documents_every_setting() -> None:
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text(encoding="utf-8")
+    missing = [f for f in Settings.model_fields if not any(name in text for name in env_names(f))]
+    assert missing == []

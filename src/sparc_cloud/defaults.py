@@ -5,7 +5,7 @@ defaults from here, so a figure is changed once. No imports: this module is chea
 
 from __future__ import annotations
 
-# --- Gemini (shared/api/gemini.md sections 1, 4 and 6) ---
+# --- Gemini (gemini-cli code_assist/server.ts and setup.ts; googleapis/js-genai) ---
 CODE_ASSIST_ENDPOINT = "https://cloudcode-pa.googleapis.com"  # gemini-cli: CODE_ASSIST_ENDPOINT (host only)
 CODE_ASSIST_API_VERSION = "v1internal"  # gemini-cli: CODE_ASSIST_API_VERSION (the path)
 GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
@@ -14,7 +14,7 @@ ONBOARD_POLL_S = 5.0  # gemini-cli polls the onboardUser operation every 5 s (se
 ONBOARD_MAX_POLLS = 60
 EAGER_REFRESH_S = 300.0  # google-auth-library refreshes 5 minutes before expiry
 
-# --- Codex (shared/api/codex.md sections 1, 4 and 8) ---
+# --- Codex (openai/codex backend-client, cloud-tasks, cloud-tasks-client and login) ---
 CODEX_BASE = "https://chatgpt.com/backend-api"
 CODEX_REFRESH_URL = "https://auth.openai.com/oauth/token"
 CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"  # the Codex CLI's published OAuth client id

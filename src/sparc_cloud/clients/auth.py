@@ -2,7 +2,7 @@
 
 Gemini: `~/.gemini/oauth_creds.json` (google-auth-library `Credentials`, `expiry_date` in epoch ms).
 Codex: `~/.codex/auth.json` (`tokens.{access_token, refresh_token, account_id, id_token}`).
-See shared/api/gemini.md section 2 and shared/api/codex.md section 4."""
+As google-auth-library and openai/codex `login` (storage.rs, manager.rs) write and refresh them."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ EAGER_REFRESH_S = defaults.EAGER_REFRESH_S
 
 def codex_user_agent() -> str:
     """The official Codex client's User-Agent shape: `codex_cli_rs/<version> (<os> <release>; <arch>) <terminal>`
-    (codex.md section 2); auth.openai.com challenges generic HTTP clients (section 8)."""
+    (openai/codex login `default_client.rs`); auth.openai.com challenges generic HTTP clients (openai/codex
+    issues 16052, 18456, 21735)."""
     term = os.environ.get("TERM_PROGRAM") or os.environ.get("TERM") or "unknown"
     term = "".join(c for c in term if c.isalnum() or c in "._-/") or "unknown"
     return (f"{defaults.CODEX_ORIGINATOR}/{defaults.CODEX_CLI_VERSION} ({platform.system()} {platform.release()}; "

@@ -1,4 +1,4 @@
-"""Codex Cloud tasks, spoken as the official `codex` client does (shared/api/codex.md, section 8 first).
+"""Codex Cloud tasks, spoken as the official `codex` client does (openai/codex backend-client and cloud-tasks-client).
 
 Default base `https://chatgpt.com/backend-api` with `/wham/...` paths. Path styles: `auto` (the
 official rule: a base containing `/backend-api` uses `/wham/`, any other `/api/codex/`), `wham`,
@@ -85,7 +85,7 @@ class Environment:
 
 @dataclass
 class TaskDetails:
-    """What a task-details answer says, extracted per shared/api/codex.md section 3.2."""
+    """What a task-details answer says, extracted as backend-client `types.rs` does."""
 
     task_id: str
     status: TaskStatus
@@ -103,13 +103,13 @@ def _turn_status(turn: Any) -> TaskStatus | None:
         return None
     if isinstance(turn.get("turn_status"), str):
         return _TURN_STATUS.get(turn["turn_status"], TaskStatus.PENDING)
-    if turn_error(turn):  # codex.md section 8: an `error` and no `turn_status` is a failed task
+    if turn_error(turn):  # an `error` and no `turn_status` is a failed task (the task_details_with_error fixture)
         return TaskStatus.FAILED
     return None
 
 
 def display_status(display: Any) -> TaskStatus | None:
-    """A `task_status_display`'s status: `latest_turn_status_display.turn_status`, else `state` (codex.md 3.3)."""
+    """A `task_status_display`'s status: `latest_turn_status_display.turn_status`, else `state` (http.rs `map_status`)."""
     if isinstance(display, dict):
         latest = display.get("latest_turn_status_display")
         if isinstance(latest, dict) and isinstance(latest.get("turn_status"), str):
@@ -221,7 +221,7 @@ def user_text(body: dict[str, Any]) -> str:
 def parse_details(body: dict[str, Any], task_id: str) -> TaskDetails:
     """Status, text, diff, worklog and error of a task-details answer.
 
-    The text is the turn's output messages, else the worklog's assistant messages (codex.md section 8)."""
+    The text is the turn's output messages, else the worklog's assistant messages (http.rs `messages()` / `task_text()`)."""
     diff_turn, assistant = body.get("current_diff_task_turn"), body.get("current_assistant_turn")
     task = body.get("task") if isinstance(body.get("task"), dict) else {}
     worklog = worklog_messages(diff_turn) + worklog_messages(assistant)
@@ -299,7 +299,7 @@ class CodexClient:
         return base + prefixes[style]
 
     def _user_agent(self) -> str:
-        # The official client's User-Agent shape (codex.md section 2), with our own surface as its suffix.
+        # The official client's User-Agent shape (login `default_client.rs`), with our own surface as its suffix.
         return f"{codex_user_agent()} (sparc_cloud_tasks)"
 
     def _headers(self, token: str, with_body: bool) -> dict[str, str]:
@@ -382,7 +382,7 @@ class CodexClient:
     ) -> str:
         """POST /tasks; return the new task id.
 
-        `new_task.branch` is always sent (codex.md section 8): `branch`, else the checkout's current or
+        `new_task.branch` is always sent (cloud-tasks-client `Tasks::create`): `branch`, else the checkout's current or
         default branch, else `main`. With a `marker`, the prompt's first line is `[sparc-cloud <marker>]`, so
         the task can be found again. A create whose outcome is unknown (timeout, reset, 5xx, unreadable
         answer) is not sent again before the task list has been searched for the task it may have made (by
@@ -516,6 +516,9 @@ class CodexClient:
     ) -> tuple[TaskDetails, int]:
         """Wait for the task through the shared poller; return its details and how often it was polled.
 
+        `on_poll` hears of each details answer and of each new status a list sweep shows (details with the
+        status only).
+
         Works for any task id (one created here, or one found in a journal: pending, running or already
         finished); `environment_id` lets the list sweep filter by it. Raises TaskFailed (failed/cancelled,
         with the server's message), TaskGone (404), TaskPollFailed (polling failed for good, or kept failing
@@ -524,6 +527,9 @@ class CodexClient:
             self._task_env[task_id] = environment_id
 
         def seen(details: object) -> None:
+            if isinstance(details, Sighting):  # a sweep showed a new status: no text yet, only the status
+                details = TaskDetails(task_id=details.task_id, status=_TURN_STATUS.get(details.status or "",
+                                                                                       TaskStatus.PENDING))
             assert isinstance(details, TaskDetails)
             if on_poll:
                 on_poll(details)
@@ -557,7 +563,7 @@ class CodexClient:
     @staticmethod
     def _list_params(limit: int | None, cursor: str | None, environment_id: str | None,
                      task_filter: str = "current") -> dict[str, str]:
-        # The official client's order: limit, task_filter, cursor, environment_id (codex.md section 3).
+        # The official client's order: limit, task_filter, cursor, environment_id (backend-client `list_tasks`).
         params: dict[str, str] = {}
         if limit is not None:
             params["limit"] = str(limit)

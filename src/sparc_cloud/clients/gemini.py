@@ -1,7 +1,7 @@
 """Gemini: Code Assist (`cloudcode-pa`, OAuth file, default) and the public Gemini API (API key).
 
-Wire formats: shared/api/gemini.md sections 1 (Code Assist), 4 (public API), 3 (errors), and section 6
-(the newest gemini-cli), which wins where they differ: the project always comes from `loadCodeAssist`
+Wire formats as gemini-cli speaks them (code_assist/server.ts, converter.ts, setup.ts; utils/googleQuotaErrors.ts,
+retry.ts) and googleapis/js-genai for the public API: the project always comes from `loadCodeAssist`
 (onboarding the account when it has no tier yet), capacity errors are retried and then fall back, and an
 answer without candidates is reported with its block reason instead of being sent again."""
 
@@ -43,7 +43,7 @@ GENERATION_CONFIG_KEYS = {
     "responseJsonSchema", "routingConfig", "modelSelectionConfig", "responseModalities", "mediaResolution",
     "speechConfig", "audioTimestamp", "thinkingConfig",
 }
-# Code Assist only (shared/api/gemini.md 1.1): gemini-3.5-flash is sent as gemini-3-flash.
+# Code Assist only (gemini-cli config/models.ts): gemini-3.5-flash is sent as gemini-3-flash.
 CODE_ASSIST_MODEL_ALIASES = {"gemini-3.5-flash": "gemini-3-flash"}
 DEFAULT_FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class GeminiClient:
         return data
 
     def _discover_project(self, onboard: bool = True) -> str:
-        """gemini-cli `setupUser` (code_assist/setup.ts; gemini.md sections 1.4 and 6)."""
+        """gemini-cli `setupUser` (code_assist/setup.ts)."""
         env_project = self.config.project
         metadata: dict[str, Any] = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED",
                                     "pluginType": "GEMINI"}

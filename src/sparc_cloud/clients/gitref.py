@@ -1,4 +1,4 @@
-"""Which branch a Codex task runs on, as the official client picks it (codex.md section 8).
+"""Which branch a Codex task runs on, as the official client picks it.
 
 openai/codex `cloud-tasks/src/lib.rs` `resolve_git_ref_with_git_info`: the `--branch` given, else the
 current branch of the git checkout the command runs in, else that checkout's default branch (the remote's

@@ -1,6 +1,6 @@
 """One poller per Codex account: reads every task in flight from one list request, under the shared poll budget.
 
-`codex cloud list` reads each task's status from one `GET /tasks/list` (codex.md section 8); so does this
+`codex cloud list` reads each task's status from one `GET /tasks/list` (cloud-tasks-client http.rs); so does this
 poller. A *sweep* is one list request (a second page only when a watched task was not on the first) and
 tells the status of every task in flight at once. A task the list shows final is then *confirmed* with
 its own details request (list and details can disagree for a moment, and only the details carry text,
@@ -104,7 +104,8 @@ class PollScheduler:
 
     `fetch(task_id)` returns a task's details (and raises typed errors); `finished(details)` says whether
     they are final; `list_page(cursor, task_ids)` (optional) returns one page of the task list, which should
-    show the tasks `task_ids` (the client filters by their environment)."""
+    show the tasks `task_ids` (the client filters by their environment). A waiter's `on_poll` hears of every
+    details answer, and of every change of status a sweep shows (with the `Sighting`)."""
 
     def __init__(
         self,
@@ -303,6 +304,7 @@ class PollScheduler:
     def _note_sightings(self, wanted: dict[str, float | None], seen: dict[str, Sighting], unchanged: set[str],
                         newest: float | None) -> None:
         now = self.clock.now()
+        changed: list[tuple[Callable[[object], None], Sighting]] = []
         with self._cond:
             for task_id in wanted:
                 w = self._watches.get(task_id)
@@ -316,11 +318,15 @@ class PollScheduler:
                     w.mode = "direct"  # the list cannot tell: poll this one on its own
                     continue
                 w.last_poll, w.observed, w.last_error = now, w.observed + 1, None
+                if w.on_poll is not None and sighting.status != w.last_status:
+                    changed.append((w.on_poll, sighting))  # waiters hear of each change of status
                 w.last_status = sighting.status or w.last_status
                 w.seen_mark = newest if newest is not None else w.seen_mark
                 w.polls += 1
                 if sighting.final and w.confirm_after <= now:
                     w.mode, w.confirm_after = "confirm", now
+        for on_poll, sighting in changed:
+            on_poll(sighting)
 
     def _fail_all(self, exc: SparcError, ids: set[str]) -> None:
         with self._cond:

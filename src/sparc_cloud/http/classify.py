@@ -1,5 +1,5 @@
 """Reading error answers: google.rpc envelopes, Codex bodies, retry hints, and the classification that
-decides retry / give up, following gemini-cli's order (shared/api/gemini.md section 3.1)."""
+decides retry / give up, following gemini-cli's order (utils/googleQuotaErrors.ts)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ _PLEASE_RETRY = re.compile(r"Please retry in ([0-9.]+(?:ms|s))", re.IGNORECASE)
 _RESET_AFTER = re.compile(r"(?:reset after|resets in)\s+((?:\d+(?:\.\d+)?(?:h|ms|m|s))+)", re.IGNORECASE)
 _LIMIT_ZERO = re.compile(r"limit:\s*0(?!\d|\.\d)")
 # gemini-cli's capacity words (googleQuotaErrors.ts); "No capacity available" is not among them, so that text
-# without details is plainly retryable. Capacity is not quota: retry.ts retries it quietly (gemini.md section 6).
+# without details is plainly retryable. Capacity is not quota: retry.ts retries it quietly (gemini-cli utils/retry.ts).
 _CAPACITY_WORDS = ("exhausted your capacity", "capacity exceeded", "model_capacity_exhausted")
 _CAPACITY_REASONS = ("MODEL_CAPACITY_EXHAUSTED", "MODEL_CAPACITY_EXCEEDED")
 _TERMINAL_REASONS = ("INSUFFICIENT_G1_CREDITS_BALANCE",)
-# Codex usage limits (codex.md section 8): no Retry-After; these headers and body fields say when it resets.
+# Codex usage limits (users' captures, e.g. badlogic/pi-mono issue 4172): no Retry-After; these headers and
+# body fields say when it resets.
 CODEX_RESET_HEADERS = ("x-codex-primary-reset-after-seconds",)
 
 

@@ -1,5 +1,6 @@
-"""Error bodies exactly as the real services send them (shared/api/gemini.md section 3 and its fixtures;
-shared/api/codex.md sections 5 and 6)."""
+"""Error bodies exactly as the real services send them: google.rpc envelopes as gemini-cli's tests
+(utils/googleQuotaErrors.test.ts) and its users' reports show them; Codex bodies as openai/codex and its users'
+reports show them."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def reset_seconds(seconds: float, time_scale: float = 1.0) -> float | int:
 
 
 def codex_usage_limit(resets_in_s: float, time_scale: float = 1.0, plan: str = "pro") -> dict[str, Any]:
-    """Codex 429 `usage_limit_reached` body as users captured it (codex.md section 8): `resets_at`,
+    """Codex 429 `usage_limit_reached` body as users captured it (e.g. badlogic/pi-mono issue 4172): `resets_at`,
     `resets_in_seconds`, no Retry-After (the headers are `codex_usage_headers`)."""
     return {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", "plan_type": plan,
                       "resets_at": int(time.time() + resets_in_s), "eligible_promo": None,
@@ -136,7 +137,7 @@ def codex_usage_headers(resets_in_s: float, time_scale: float = 1.0) -> dict[str
 
 
 def service_disabled(project: str) -> dict[str, Any]:
-    """403 for a Code Assist call billed to a project without the API (gemini.md section 6)."""
+    """403 for a Code Assist call billed to a project without the API (users' reports in gemini-cli's issues)."""
     return google_error(403, "PERMISSION_DENIED",
                         f"Cloud Code Private API has not been used in project {project} before or it is disabled. "
                         "Enable it by visiting https://console.developers.google.com/apis/api/"
@@ -146,7 +147,7 @@ def service_disabled(project: str) -> dict[str, Any]:
 
 
 def codex_detail(message: str) -> dict[str, Any]:
-    """Codex `{detail}` error body (codex.md section 6)."""
+    """Codex `{detail}` error body (third-party observations of the backend)."""
     return {"detail": message}
 
 

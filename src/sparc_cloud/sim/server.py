@@ -521,7 +521,7 @@ def _title(task: SimTask) -> str:
 
 
 def _status_display(status: str, task: SimTask, state: SimState) -> dict[str, Any]:
-    """`task_status_display` with the keys `codex cloud list` reads (codex.md section 3.3)."""
+    """`task_status_display` with the keys `codex cloud list` reads (openai/codex cloud-tasks-client http.rs)."""
     label = next((str(e.get("label") or e.get("id")) for e in state.config.environments
                   if e.get("id") == task.environment_id), task.environment_id)
     added = task.diff.count("\n+") - task.diff.count("\n+++") if status == "completed" else 0
