@@ -267,3 +267,19 @@ def test_a_task_that_already_finished_is_returned_at_the_first_look(listing: boo
     start = clock.now()
     outcome = poller(fake, listing=listing).wait("old", timeout_s=10_000)
     assert outcome.result == "completed" and clock.now() - start <= 2.0 + 0.1
+
+
+def test_after_two_failed_sweeps_tasks_are_polled_on_their_own_and_the_list_is_tried_again_later() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 1000}, list_errors=[TransientError("502")] * 2)
+    sched = poller(fake)
+    sched._watches = {"a": _Watch("a", started=clock.now(), last_poll=clock.now())}
+    sched._sweep()
+    sched._sweep()
+    assert not sched._listing()
+    clock.advance(2.0)
+    assert sched._plan()[:2] == ("direct", sched._watches["a"])  # meanwhile: polled on its own
+    clock.advance(28.0)
+    assert sched._listing()  # the earliest expected finish later: the list is tried again
+    sched._sweep()
+    assert sched._sweep_failures == 0 and sched._watches["a"].observed == 1

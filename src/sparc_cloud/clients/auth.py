@@ -202,8 +202,9 @@ class GeminiOAuth:
         try:
             resp = self.session.post(self.token_url, data=form, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise AuthError(f"Could not reach the Google token endpoint to refresh the Gemini token: "
-                            f"{type(exc).__name__}. Check the network and try again.") from None
+            raise AuthError(f"Could not reach the Google token endpoint ({self.token_url}, "
+                            f"SPARC_GEMINI_OAUTH_TOKEN_URL) to refresh the Gemini token: {type(exc).__name__}. Check "
+                            "the network and try again.") from None
         try:
             body = resp.json()
         except ValueError:

@@ -443,7 +443,8 @@ class CodexClient:
         for page_no in range(2):
             page = self._list_once(environment_id=environment_id, cursor=cursor)
             items = [i for i in page.get("items") or [] if isinstance(i, dict) and i.get("id")]
-            fresh = [i for i in items if (_epoch(i.get("created_at")) or math.inf) >= since]
+            fresh = [i for i in items if (_epoch(i.get("created_at")) or math.inf) >= since
+                     and str(i["id"]) not in self._task_env]  # tasks this client created and knows are not it
             fresh.sort(key=lambda i: -(_epoch(i.get("created_at")) or math.inf))
             for item in fresh:
                 details = self._details_once(str(item["id"]))

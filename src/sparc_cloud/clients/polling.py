@@ -167,8 +167,12 @@ class PollScheduler:
         return 1.0 if before >= 1.0 else (after - before) / (1.0 - before)
 
     def _listing(self) -> bool:
-        """Whether list sweeps speak for the `list` watches now (else they are polled one by one)."""
-        return self.list_page is not None and self._sweep_failures < 2
+        """Whether list sweeps speak for the `list` watches now (else they are polled one by one): not after two
+        failed sweeps in a row, until `expected_min_s` has passed since the last one (then a sweep is tried)."""
+        if self.list_page is None:
+            return False
+        rest = self._scaled(self.policy.expected_min_s)
+        return self._sweep_failures < 2 or self.clock.now() - self._last_sweep >= rest
 
     def _plan(self, *, slot_in_hand: bool = False) -> tuple[str, _Watch | None, float]:
         """The next request: ("confirm" | "direct", watch) or ("sweep", None); ("idle", None, seconds) if none.
