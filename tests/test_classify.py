@@ -1,4 +1,4 @@
-"""Error classification and retry-hint parsing, on the payload shapes of shared/api/gemini.md."""
+"""Error classification and retry-hint parsing, on the payload shapes gemini-cli and openai/codex users see."""
 
 from __future__ import annotations
 
@@ -81,8 +81,9 @@ def test_daily_quota_is_terminal_in_both_apis() -> None:
     assert _classify(429, env.daily_quota("gemini-2.5-pro", code_assist=False))[0] == "terminal"
 
 
-def test_capacity_exhausted_is_terminal() -> None:
-    assert _classify(503, env.capacity("gemini-2.5-pro"))[0] == "terminal"
+def test_capacity_exhausted_is_retried_not_terminal() -> None:
+    """gemini.md section 6 (gemini-cli utils/retry.ts 346-395, issue 23520): capacity is not quota."""
+    assert _classify(503, env.capacity("gemini-2.5-pro"))[0] == "capacity"
 
 
 def test_limit_zero_is_terminal_but_limit_ten_is_not() -> None:
@@ -141,3 +142,42 @@ def test_codex_usage_limit_uses_retry_after_or_resets_at() -> None:
     kind, _ = _classify(429, {"error": {"type": "usage_limit_reached", "resets_at": 4_000_000_000}})
     assert kind == "terminal"
     assert _classify(429, {"error": {"type": "usage_not_included"}})[0] == "terminal"
+
+
+def test_no_capacity_text_without_details_is_retryable() -> None:
+    """gemini.md section 6: gemini-cli's capacity regex does not match "No capacity available"."""
+    body = env.google_error(503, "UNAVAILABLE", "No capacity available for model gemini-3.1-pro-preview on the server")
+    assert _classify(503, body)[0] == "retryable"
+
+
+def test_codex_usage_limit_as_users_captured_it_reads_the_reset_header() -> None:
+    """codex.md section 8 (badlogic/pi-mono issue 4172): 429, no Retry-After, X-Codex-Primary-Reset-After-Seconds."""
+    body = {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", "plan_type": "plus",
+                      "resets_at": 1777936568, "eligible_promo": None, "resets_in_seconds": 13872}}
+    headers = {"X-Codex-Primary-Reset-After-Seconds": "13873", "X-Codex-Primary-Used-Percent": "100"}
+    decision = classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1777922696.0)
+    assert decision.kind == "terminal" and decision.delay == 13873.0
+    assert "resets in 3 h 51 min" in decision.message
+
+
+@pytest.mark.parametrize(("error", "headers", "delay"), [
+    ({"resets_in_seconds": 42}, {}, 42.0),  # the body's seconds when the header is missing
+    ({"resets_at": 1_700_000_030}, {}, 30.0),  # else resets_at against the clock
+    ({"resets_in_seconds": 42}, {"x-codex-primary-reset-after-seconds": "7"}, 7.0),  # the header first
+])
+def test_codex_usage_limit_reads_each_of_its_three_hints(error: dict[str, int], headers: dict[str, str],
+                                                         delay: float) -> None:
+    body = {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", **error}}
+    decision = classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1_700_000_000.0)
+    assert (decision.kind, decision.delay) == ("retryable", delay)
+
+
+def test_a_cloudflare_challenge_is_recognised_not_parsed() -> None:
+    """openai/codex issues 16052, 18456, 21735: 403, `cf-mitigated: challenge`, an HTML page."""
+    html = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>...</body></html>"
+    decision = classify(403, parse_error_body(html), {"cf-mitigated": "challenge", "Content-Type": "text/html"})
+    assert decision.kind == "challenge" and "<html" not in decision.message.lower()
+
+
+def test_unparsable_retry_after_dates_are_ignored() -> None:
+    assert parse_header_hint({"Retry-After": "soon-ish"}) is None

@@ -434,7 +434,7 @@ def _output_is_a_file(tmp_path: Path) -> list[str]:
         (lambda p: ["--budget-usd", "nan"], "--budget-usd nan: give a positive amount"),
         (lambda p: ["--budget-usd", "-1"], "--budget-usd -1: give a positive amount"),
         (lambda p: ["--phases", ""], "--phases '': phases are numbered 1 to 5"),
-        (lambda p: ["--agent-timeout", "0"], "--agent-timeout is invalid"),
+        (lambda p: ["--agent-timeout", "0"], "--agent-timeout 0: give a positive number of seconds"),
         (lambda p: ["--agent-timeout", "inf"], "--agent-timeout inf"),
     ],
     ids=["env-not-utf8", "scenario-not-utf8", "lock-is-a-folder", "output-is-a-file", "deadline-negative",

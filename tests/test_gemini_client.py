@@ -1,4 +1,4 @@
-"""GeminiClient against `responses` mocks: wire format field by field (shared/api/gemini.md)."""
+"""GeminiClient against `responses` mocks: wire format field by field, as gemini-cli speaks it (code_assist/, utils/)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,16 @@ def write_creds(home: Path, *, expiry_in_s: float = 3600, clock: FakeClock | Non
     return path
 
 
+LOADED = {"currentTier": {"id": "standard-tier"}, "cloudaicompanionProject": "proj-1"}
+
+
 def make_client(home: Path, *, clock: FakeClock | None = None, project: str | None = "proj-1",
                 client_secret: str | None = CLIENT_SECRET, fallback: dict[str, str] | None = None,
-                expiry_in_s: float = 3600, secrets: SecretRegistry | None = None) -> GeminiClient:
+                expiry_in_s: float = 3600, secrets: SecretRegistry | None = None, load: bool = True) -> GeminiClient:
+    """A Code Assist client; with `load`, loadCodeAssist (always called first, gemini.md section 6) answers
+    with a current tier and the project `proj-1` (call it inside a `responses.activate` test)."""
+    if load and project is not None:
+        responses.post(f"{BASE}:loadCodeAssist", json=LOADED)
     clock = clock or FakeClock()
     secrets = secrets or SecretRegistry()
     session = requests.Session()
@@ -72,7 +79,7 @@ def test_code_assist_request_body_and_headers_match_the_spec(isolated_env: Path)
     client = make_client(isolated_env)
     result = client.generate("Hello", model="gemini-2.5-pro", system="Be brief.",
                              generation_config={"maxOutputTokens": 100})
-    call = responses.calls[0].request
+    call = responses.calls[1].request  # [0] is loadCodeAssist
     body = json.loads(call.body or b"{}")
     assert set(body) == {"model", "project", "user_prompt_id", "request"}
     assert body["model"] == "gemini-2.5-pro" and body["project"] == "proj-1"
@@ -96,7 +103,7 @@ def test_code_assist_request_body_and_headers_match_the_spec(isolated_env: Path)
 def test_code_assist_maps_gemini_3_5_flash_model_name(isolated_env: Path) -> None:
     responses.post(f"{BASE}:generateContent", json=OK_BODY)
     make_client(isolated_env).generate("x", model="gemini-3.5-flash")
-    assert json.loads(responses.calls[0].request.body or b"{}")["model"] == "gemini-3-flash"
+    assert json.loads(responses.calls[-1].request.body or b"{}")["model"] == "gemini-3-flash"
 
 
 @responses.activate
@@ -138,7 +145,6 @@ def test_project_is_discovered_once_with_load_code_assist(isolated_env: Path) ->
         ({"currentTier": {"id": "free-tier"}, "ineligibleTiers": [{"reasonMessage": "Not available in your region"}]},
          "Not available in your region"),
         ({"currentTier": {"id": "standard-tier"}}, "GOOGLE_CLOUD_PROJECT"),
-        ({"allowedTiers": [{"id": "free-tier", "isDefault": True}]}, "run `gemini` once"),
     ],
 )
 @responses.activate
@@ -150,7 +156,7 @@ def test_project_discovery_errors_are_clear(isolated_env: Path, answer: dict[str
 
 def test_project_number_is_rejected(isolated_env: Path) -> None:
     with pytest.raises(ConfigError, match="project number"):
-        make_client(isolated_env, project="123456").project_id()
+        make_client(isolated_env, project="123456", load=False).project_id()
 
 
 @responses.activate
@@ -169,7 +175,7 @@ def test_terminal_quota_fails_at_once_with_the_server_words(isolated_env: Path) 
     responses.post(f"{BASE}:generateContent", status=429, json=env.daily_quota("gemini-2.5-pro", code_assist=True))
     with pytest.raises(TerminalQuota, match="Individual quota reached"):
         make_client(isolated_env).generate("x", model="gemini-2.5-pro")
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == 2  # loadCodeAssist, then one generateContent
 
 
 @responses.activate
@@ -180,7 +186,7 @@ def test_fallback_to_flash_on_terminal_quota_is_recorded(isolated_env: Path) -> 
     client = make_client(isolated_env, fallback={"gemini-2.5-pro": "gemini-2.5-flash"})
     result = client.generate("x", model="gemini-2.5-pro")
     assert result.fallback_from == "gemini-2.5-pro" and result.model == "gemini-2.5-flash"
-    assert json.loads(responses.calls[1].request.body or b"{}")["model"] == "gemini-2.5-flash"
+    assert json.loads(responses.calls[2].request.body or b"{}")["model"] == "gemini-2.5-flash"
 
 
 @responses.activate
@@ -195,7 +201,7 @@ def test_client_errors_are_not_retried_and_their_message_surfaces(isolated_env: 
     responses.post(f"{BASE}:generateContent", status=404, json=env.model_not_found("gemini-9"))
     with pytest.raises(ModelNotFound, match="models/gemini-9 is not found"):
         make_client(isolated_env).generate("x", model="gemini-9")
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == 2  # loadCodeAssist, then one generateContent
 
 
 @responses.activate
@@ -203,7 +209,7 @@ def test_truncated_body_is_retried_once_then_fails_clearly(isolated_env: Path) -
     responses.post(f"{BASE}:generateContent", body='{"response": {"candidates": [{"con')
     with pytest.raises(RetriesExhausted, match="not valid JSON"):
         make_client(isolated_env).generate("x", model="gemini-2.5-pro")
-    assert len(responses.calls) == 2
+    assert len(responses.calls) == 3  # loadCodeAssist, then two generateContent
 
 
 @responses.activate
@@ -229,7 +235,7 @@ def test_expiring_token_is_refreshed_before_use_and_file_rewritten(isolated_env:
     client.generate("x", model="gemini-2.5-pro")
     form = dict(p.split("=", 1) for p in str(token.calls[0].request.body).split("&"))
     assert form["grant_type"] == "refresh_token" and form["client_id"] == "client-id"
-    assert responses.calls[1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
     path = isolated_env / ".gemini" / "oauth_creds.json"
     saved = json.loads(path.read_text())
     assert saved["access_token"] == "MARKER-NEW-ACCESS"
@@ -244,7 +250,7 @@ def test_401_triggers_one_refresh_and_one_retry(isolated_env: Path) -> None:
     responses.post(f"{BASE}:generateContent", json=OK_BODY)
     result = make_client(isolated_env).generate("x", model="gemini-2.5-pro")
     assert result.text == "Hello world"
-    assert responses.calls[2].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer MARKER-NEW-ACCESS"
 
 
 @responses.activate
@@ -288,3 +294,220 @@ def test_secrets_never_appear_in_errors_or_repr(isolated_env: Path) -> None:
     with pytest.raises(Exception) as info:
         client.generate("x", model="gemini-2.5-pro")
     assert ACCESS not in str(info.value) and ACCESS not in repr(client) and "***" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Newest gemini-cli behaviour (gemini.md section 6). Payload shapes are gemini-cli's: code_assist/setup.ts,
+# code_assist/server.ts, code_assist/converter.ts, utils/googleQuotaErrors.ts, and users' reports in its issues.
+
+def _body(call: int) -> dict[str, object]:
+    data: dict[str, object] = json.loads(responses.calls[call].request.body or b"{}")
+    return data
+
+
+@responses.activate
+def test_load_code_assist_is_called_even_with_google_cloud_project_and_its_project_wins(isolated_env: Path) -> None:
+    """setup.ts 129-183, 206-239: the env project is offered as cloudaicompanionProject and duetProject; the
+    answer's project is billed (a free-tier user's gcloud project would get 403 SERVICE_DISABLED)."""
+    load = responses.post(f"{BASE}:loadCodeAssist", json={"currentTier": {"id": "free-tier"},
+                                                          "cloudaicompanionProject": "managed-free-123"})
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    client = make_client(isolated_env, project="my-gcloud-project", load=False)
+    client.generate("x", model="gemini-2.5-pro")
+    assert load.call_count == 1
+    assert _body(0) == {"cloudaicompanionProject": "my-gcloud-project",
+                        "metadata": {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED",
+                                     "pluginType": "GEMINI", "duetProject": "my-gcloud-project"}}
+    assert _body(1)["project"] == "managed-free-123"
+
+
+@responses.activate
+def test_the_env_project_is_used_only_when_load_code_assist_names_none(isolated_env: Path) -> None:
+    responses.post(f"{BASE}:loadCodeAssist", json={"currentTier": {"id": "standard-tier"}})
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    make_client(isolated_env, project="my-gcloud-project", load=False).generate("x", model="gemini-2.5-pro")
+    assert _body(1)["project"] == "my-gcloud-project"
+
+
+@responses.activate
+def test_an_account_without_a_tier_is_onboarded_and_the_operation_polled_until_done(isolated_env: Path) -> None:
+    """setup.ts 242-279: no currentTier -> onboardUser with the default tier (the free tier without a project,
+    'Precondition Failed' otherwise), then GET {base}/{operation name} every 5 s until `done`."""
+    responses.post(f"{BASE}:loadCodeAssist", json={"allowedTiers": [
+        {"id": "free-tier", "isDefault": True}, {"id": "standard-tier", "userDefinedCloudaicompanionProject": True}]})
+    responses.post(f"{BASE}:onboardUser", json={"name": "operations/onb-1", "done": False})
+    responses.get(f"{BASE}/operations/onb-1", json={"name": "operations/onb-1", "done": False})
+    responses.get(f"{BASE}/operations/onb-1", json={"name": "operations/onb-1", "done": True, "response": {
+        "cloudaicompanionProject": {"id": "onboarded-42", "name": "onboarded-42"}}})
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    clock = FakeClock()
+    make_client(isolated_env, project="my-gcloud-project", load=False, clock=clock).generate("x", model="gemini-2.5-pro")
+    assert _body(1) == {"tierId": "free-tier", "metadata": {"ideType": "IDE_UNSPECIFIED",
+                                                            "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}}
+    assert [c.request.method for c in responses.calls[2:4]] == ["GET", "GET"]
+    assert clock.sleeps == [5.0, 5.0]
+    assert _body(4)["project"] == "onboarded-42"
+
+
+@responses.activate
+def test_a_paid_default_tier_is_onboarded_with_the_env_project(isolated_env: Path) -> None:
+    responses.post(f"{BASE}:loadCodeAssist", json={"allowedTiers": [{"id": "standard-tier", "isDefault": True}]})
+    responses.post(f"{BASE}:onboardUser", json={"name": "operations/o", "done": True, "response": {}})
+    assert make_client(isolated_env, project="corp-proj", load=False).project_id() == "corp-proj"
+    assert _body(1)["cloudaicompanionProject"] == "corp-proj"
+    assert _body(1)["metadata"]["duetProject"] == "corp-proj"  # type: ignore[index]
+
+
+# The 503 users saw (gemini-cli issue 23520), verbatim shape.
+CAPACITY_503 = {"error": {"code": 503, "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                    "domain": "cloudcode-pa.googleapis.com",
+                                                    "reason": "MODEL_CAPACITY_EXHAUSTED"}],
+                          "message": "No capacity available for model on the server", "status": "UNAVAILABLE"}}
+
+
+@responses.activate
+def test_capacity_exhausted_is_retried_under_the_shared_policy(isolated_env: Path) -> None:
+    """gemini-cli utils/retry.ts 346-395 retries capacity errors; a passing overload must not fail the agent."""
+    responses.post(f"{BASE}:generateContent", status=503, json=CAPACITY_503)
+    responses.post(f"{BASE}:generateContent", status=503, json=CAPACITY_503)
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    clock = FakeClock()
+    result = make_client(isolated_env, clock=clock).generate("x", model="gemini-2.5-pro")
+    assert result.attempts == 3 and result.text == "Hello world"
+
+
+@responses.activate
+def test_capacity_with_a_server_delay_waits_that_long(isolated_env: Path) -> None:
+    """googleQuotaErrors.test.ts 84-180: capacity may carry RetryInfo "9s"."""
+    with_delay = json.loads(json.dumps(CAPACITY_503))
+    with_delay["error"]["details"].append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "9s"})
+    responses.post(f"{BASE}:generateContent", status=503, json=with_delay)
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    clock = FakeClock()
+    make_client(isolated_env, clock=clock).generate("x", model="gemini-2.5-pro")
+    assert clock.sleeps[-1] >= 9.0
+
+
+@responses.activate
+def test_lasting_capacity_falls_back_when_enabled(isolated_env: Path) -> None:
+    for _ in range(4):
+        responses.post(f"{BASE}:generateContent", status=503, json=CAPACITY_503)
+    responses.post(f"{BASE}:generateContent", json=OK_BODY)
+    client = make_client(isolated_env, fallback={"gemini-2.5-pro": "gemini-2.5-flash"})
+    result = client.generate("x", model="gemini-2.5-pro")
+    assert result.fallback_from == "gemini-2.5-pro"
+    assert _body(5)["model"] == "gemini-2.5-flash"  # [0] loadCodeAssist, [1-4] pro (4 attempts), [5] flash
+
+
+@responses.activate
+def test_lasting_capacity_without_fallback_fails_saying_it_is_not_quota(isolated_env: Path) -> None:
+    for _ in range(4):
+        responses.post(f"{BASE}:generateContent", status=503, json=CAPACITY_503)
+    with pytest.raises(RetriesExhausted) as info:
+        make_client(isolated_env).generate("x", model="gemini-2.5-pro")
+    text = str(info.value)
+    assert "gemini-2.5-pro has no capacity on the server" in text and "not your quota" in text
+    assert "SPARC_GEMINI_FALLBACK=true" in text and info.value.attempts == 4
+
+
+@responses.activate
+def test_when_the_fallback_fails_too_the_error_names_both_models(isolated_env: Path) -> None:
+    for _ in range(4):
+        responses.post(f"{BASE}:generateContent", status=503, json=CAPACITY_503)
+    responses.post(f"{BASE}:generateContent", status=429, json=env.daily_quota("gemini-2.5-flash", code_assist=True))
+    client = make_client(isolated_env, fallback={"gemini-2.5-pro": "gemini-2.5-flash"})
+    with pytest.raises(TerminalQuota) as info:
+        client.generate("x", model="gemini-2.5-pro")
+    assert "gemini-2.5-pro: " in str(info.value) and "then gemini-2.5-flash: " in str(info.value)
+
+
+@responses.activate
+def test_code_assist_endpoint_and_api_version_as_gemini_cli_reads_them(isolated_env: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """server.ts 73-74, 524-534 (test server.test.ts 357-378): URL = `${endpoint}/${version}:${method}`."""
+    from sparc_cloud.settings import Settings
+
+    monkeypatch.setenv("CODE_ASSIST_ENDPOINT", "https://ca-proxy.example.com")
+    monkeypatch.setenv("CODE_ASSIST_API_VERSION", "v1beta7")
+    settings = Settings()
+    assert settings.code_assist_base() == "https://ca-proxy.example.com/v1beta7"
+    responses.post("https://ca-proxy.example.com/v1beta7:loadCodeAssist", json=LOADED)
+    responses.post("https://ca-proxy.example.com/v1beta7:generateContent", json=OK_BODY)
+    clock = FakeClock()
+    oauth = GeminiOAuth(write_creds(isolated_env, clock=clock), clock=clock, secrets=SecretRegistry(),
+                        session=requests.Session(), refresh_command=None)
+    client = GeminiClient(GeminiConfig(base_url=settings.code_assist_base()), session=requests.Session(),
+                          limiters=RateLimiters(clock), policy=RetryPolicy(), clock=clock, secrets=SecretRegistry(),
+                          oauth=oauth)
+    assert client.generate("x", model="gemini-2.5-pro").text == "Hello world"
+
+
+@pytest.mark.parametrize(("value", "base"), [
+    ("https://cloudcode-pa.googleapis.com", "https://cloudcode-pa.googleapis.com/v1internal"),
+    ("https://cloudcode-pa.googleapis.com/", "https://cloudcode-pa.googleapis.com/v1internal"),
+    ("http://127.0.0.1:8765/v1internal", "http://127.0.0.1:8765/v1internal"),
+])
+def test_a_base_url_with_no_path_gets_the_api_version(value: str, base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host-only SPARC_GEMINI_BASE_URL once built `https://host:generateContent`."""
+    from sparc_cloud.settings import Settings
+
+    monkeypatch.setenv("SPARC_GEMINI_BASE_URL", value)
+    assert Settings().code_assist_base() == base
+
+
+@responses.activate
+def test_a_blocked_prompt_is_reported_with_its_reason_and_not_sent_again(isolated_env: Path) -> None:
+    """converter.ts 150-155: no candidates is an empty answer; promptFeedback.blockReason says why."""
+    from sparc_cloud.errors import PromptBlocked
+
+    responses.post(f"{BASE}:generateContent", json={"response": {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+                                                                 "usageMetadata": {"promptTokenCount": 9}},
+                                                    "traceId": "t"})
+    with pytest.raises(PromptBlocked, match="blocked \\(PROHIBITED_CONTENT\\)") as info:
+        make_client(isolated_env).generate("x", model="gemini-2.5-pro")
+    assert info.value.reason == "PROHIBITED_CONTENT"
+    assert len(responses.calls) == 2  # loadCodeAssist, then generateContent once
+
+
+@responses.activate
+def test_an_answer_without_candidates_or_reason_is_an_empty_answer_not_resent(isolated_env: Path) -> None:
+    from sparc_cloud.errors import PromptBlocked
+
+    responses.post(f"{BASE}:generateContent", json={"traceId": "t"})  # a missing `response`: zero candidates
+    with pytest.raises(PromptBlocked, match="empty answer"):
+        make_client(isolated_env).generate("x", model="gemini-2.5-pro")
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_validation_required_takes_its_url_from_error_info_metadata(isolated_env: Path) -> None:
+    """googleQuotaErrors.ts 192-195: no Help.links -> ErrorInfo.metadata.validation_link."""
+    from sparc_cloud.errors import ValidationRequired
+
+    body = env.google_error(403, "PERMISSION_DENIED", "Verify your account to continue.", [
+        {"@type": env.RPC_TYPE + "ErrorInfo", "reason": "VALIDATION_REQUIRED", "domain": "cloudcode-pa.googleapis.com",
+         "metadata": {"validation_link": "https://accounts.google.com/signin/continue?sarp=1&scc=1"}}])
+    responses.post(f"{BASE}:generateContent", status=403, json=body)
+    with pytest.raises(ValidationRequired) as info:
+        make_client(isolated_env).generate("x", model="gemini-2.5-pro")
+    assert info.value.url == "https://accounts.google.com/signin/continue?sarp=1&scc=1"
+    assert info.value.url in str(info.value)
+
+
+@responses.activate
+def test_quota_reset_delay_in_plain_seconds_is_read_and_terminal(isolated_env: Path) -> None:
+    """gemini-cli issue 29425: QUOTA_EXHAUSTED with quotaResetDelay "33740.910400305s"."""
+    body = env.google_error(429, "RESOURCE_EXHAUSTED", "Individual quota reached. Please upgrade your subscription to "
+                            "increase your limits. Resets in 9h22m20s.", [
+                                {"@type": env.RPC_TYPE + "ErrorInfo", "reason": "QUOTA_EXHAUSTED",
+                                 "domain": "cloudcode-pa.googleapis.com",
+                                 "metadata": {"uiMessage": "true", "model": "gemini-2.5-pro",
+                                              "quotaResetDelay": "33740.910400305s",
+                                              "quotaResetTimeStamp": "2026-05-05T04:21:08Z"}}])
+    from sparc_cloud.http.classify import parse_duration
+
+    assert parse_duration("33740.910400305s") == pytest.approx(33740.910400305)
+    responses.post(f"{BASE}:generateContent", status=429, json=body)
+    with pytest.raises(TerminalQuota, match="Individual quota reached"):
+        make_client(isolated_env).generate("x", model="gemini-2.5-pro")
+    assert len(responses.calls) == 2

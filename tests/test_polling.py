@@ -1,47 +1,285 @@
-"""The Codex poll scheduler: which task it polls first, and when."""
+"""The Codex poll scheduler: one list sweep for every task in flight, details only to confirm, per-task polls
+where the list cannot speak, and no task abandoned on a failed poll (all on a fake clock).
+
+The list's shape is `codex cloud list`'s (openai/codex cloud-tasks-client `http.rs`
+`map_task_list_item_to_summary`; codex.md section 8): items carry
+`task_status_display.latest_turn_status_display.turn_status`, pages carry a `cursor`."""
 
 from __future__ import annotations
 
-from sparc_cloud.clients.polling import PollPolicy, PollScheduler, _Watch
-from sparc_cloud.http.clock import FakeClock
-from sparc_cloud.http.ratelimit import RateLimiters
+import threading
+from dataclasses import dataclass, field
 
+import pytest
+
+from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting, WaitOutcome, _Watch
+from sparc_cloud.errors import ApiError, MalformedResponse, TaskGone, TransientError
+from sparc_cloud.http.clock import FakeClock
+from sparc_cloud.http.ratelimit import RateLimit, RateLimiters
+
+KEY = ("codex", "poll", "*")
+
+
+@dataclass
+class FakeCodex:
+    """Tasks with scripted status; list pages of `page_size`, newest `updated_at` first; every request logged."""
+
+    clock: FakeClock
+    finish_at: dict[str, float] = field(default_factory=dict)  # task id -> fake time it finishes
+    page_size: int = 20
+    requests: list[tuple[str, float]] = field(default_factory=list)
+    details_script: dict[str, list[str]] = field(default_factory=dict)  # what details say first, then the truth
+    no_status: set[str] = field(default_factory=set)
+    list_errors: list[Exception] = field(default_factory=list)
+    details_errors: dict[str, list[Exception]] = field(default_factory=dict)
+    started_at: dict[str, float] = field(default_factory=dict)  # when a running task last changed (default 0)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def status(self, task_id: str) -> str:
+        return "completed" if self.clock.now() >= self.finish_at[task_id] else "in_progress"
+
+    def updated_at(self, task_id: str) -> float:
+        done = self.clock.now() >= self.finish_at[task_id]
+        return self.finish_at[task_id] if done else self.started_at.get(task_id, 0.0)
+
+    def list_page(self, cursor: str | None, task_ids: frozenset[str]) -> ListPage:
+        with self.lock:
+            self.requests.append(("list", self.clock.now()))
+            if self.list_errors:
+                raise self.list_errors.pop(0)
+        rows = sorted(self.finish_at, key=lambda t: -self.updated_at(t))
+        offset = int(cursor or 0)
+        page = rows[offset: offset + self.page_size]
+        items = [Sighting(t, None if t in self.no_status else self.status(t) == "completed",
+                          self.updated_at(t), None if t in self.no_status else self.status(t)) for t in page]
+        more = offset + self.page_size < len(rows)
+        return ListPage(items, str(offset + self.page_size) if more else None)
+
+    def fetch(self, task_id: str) -> str:
+        with self.lock:
+            self.requests.append((f"details {task_id}", self.clock.now()))
+            errors = self.details_errors.get(task_id)
+            if errors:
+                raise errors.pop(0)
+            script = self.details_script.get(task_id)
+            if script:
+                return script.pop(0)
+        return self.status(task_id)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for r, _ in self.requests if r.startswith(kind))
+
+
+def poller(fake: FakeCodex, *, listing: bool = True, limits: RateLimit | None = None) -> PollScheduler:
+    limiters = RateLimiters(fake.clock, {KEY: limits or RateLimit(per_minute=30, burst=5)})
+    return PollScheduler(fake.fetch, lambda d: d in ("completed", "failed", "cancelled"), limiters=limiters,
+                         key=KEY, clock=fake.clock, policy=PollPolicy(),
+                         list_page=fake.list_page if listing else None, status_of=str)
+
+
+class GatedClock(FakeClock):
+    """A fake clock whose time cannot move until `gate` is set: every waiter registers at the same instant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        self.gate.wait()
+        super().sleep(seconds)
+
+
+def wait_all(sched: PollScheduler, ids: list[str], timeout_s: float = 10_000) -> dict[str, WaitOutcome]:
+    """Wait for every task at once (registered at the same fake instant); their outcomes by id."""
+    clock = sched.clock
+    assert isinstance(clock, GatedClock)
+    outcomes: dict[str, WaitOutcome] = {}
+
+    def one(task_id: str) -> None:
+        outcomes[task_id] = sched.wait(task_id, timeout_s=timeout_s)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in ids]
+    for t in threads:
+        t.start()
+    while len(sched._watches) < len(ids):
+        threading.Event().wait(0.001)
+    clock.gate.set()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+# ------------------------------------------------------------- per-task scheduling (the fallback)
 
 def scheduler(clock: FakeClock) -> PollScheduler:
     return PollScheduler(lambda task_id: None, lambda d: True, limiters=RateLimiters(clock),
-                         key=("codex", "poll", "*"), clock=clock, policy=PollPolicy())
+                         key=KEY, clock=clock, policy=PollPolicy())
 
 
 def test_the_task_most_likely_finished_is_polled_first() -> None:
     clock = FakeClock()
-    poller = scheduler(clock)
+    sched = scheduler(clock)
     now = clock.now()
-    older = _Watch("old", started=now - 80, last_poll=now - 10, polls=3)   # 80 s in: very likely done
-    younger = _Watch("young", started=now - 40, last_poll=now - 10, polls=3)  # 40 s in: probably not
-    poller._watches = {"young": younger, "old": older}
-    picked, _ = poller._pick()
-    assert picked is older
+    older = _Watch("old", started=now - 80, last_poll=now - 10, observed=3, mode="direct")   # 80 s in: likely done
+    younger = _Watch("young", started=now - 40, last_poll=now - 10, observed=3, mode="direct")
+    sched._watches = {"young": younger, "old": older}
+    assert sched._plan()[:2] == ("direct", older)
 
 
 def test_overdue_tasks_are_polled_round_robin_by_age_of_last_poll() -> None:
     clock = FakeClock()
-    poller = scheduler(clock)
+    sched = scheduler(clock)
     now = clock.now()
-    a = _Watch("a", started=now - 200, last_poll=now - 12, polls=9)
-    b = _Watch("b", started=now - 200, last_poll=now - 30, polls=9)
-    poller._watches = {"a": a, "b": b}
-    assert poller._pick()[0] is b
+    a = _Watch("a", started=now - 200, last_poll=now - 12, observed=9, mode="direct")
+    b = _Watch("b", started=now - 200, last_poll=now - 30, observed=9, mode="direct")
+    sched._watches = {"a": a, "b": b}
+    assert sched._plan()[1] is b
 
 
 def test_no_poll_between_the_early_check_and_the_earliest_expected_finish() -> None:
     clock = FakeClock()
-    poller = scheduler(clock)
-    now = clock.now()
-    fresh = _Watch("t", started=now, last_poll=now)
-    poller._watches = {"t": fresh}
-    assert poller._pick() == (None, 2.0)  # the first, early poll is due 2 s in
+    sched = scheduler(clock)
+    fresh = _Watch("t", started=clock.now(), last_poll=clock.now(), mode="direct")
+    sched._watches = {"t": fresh}
+    assert sched._plan() == ("idle", None, 2.0)  # the first, early poll is due 2 s in
     clock.advance(2.0)
-    assert poller._pick()[0] is fresh
-    fresh.polls, fresh.last_poll = 1, clock.now()
-    picked, wait = poller._pick()
-    assert picked is None and wait == 28.0  # nothing until 30 s, the earliest expected finish
+    assert sched._plan()[1] is fresh
+    fresh.observed, fresh.last_poll = 1, clock.now()
+    assert sched._plan() == ("idle", None, 28.0)  # nothing until 30 s, the earliest expected finish
+
+
+# ------------------------------------------------------------------------- list sweeps
+
+def test_one_list_request_speaks_for_twenty_tasks_and_details_only_confirm_finished_ones() -> None:
+    clock = GatedClock()
+    fake = FakeCodex(clock, finish_at={f"t{i}": clock.now() + 40 + 3 * i for i in range(20)})
+    outcomes = wait_all(poller(fake), list(fake.finish_at))
+    assert all(o.result == "completed" for o in outcomes.values())
+    assert fake.count("details") == 20  # exactly one confirmation per task, nothing else
+    sweeps = fake.count("list")
+    # per-task polling would need about 3 polls per task here; one sweep covers all of them
+    assert sweeps < 3 * 20
+    times = sorted(t for _, t in fake.requests)
+    for i, t in enumerate(times):  # the budget holds: in any 60 s, burst 5 + 30
+        assert sum(1 for u in times[i:] if u < t + 60) <= 35
+
+
+def test_a_finished_task_is_confirmed_right_after_the_sweep_that_shows_it() -> None:
+    clock = GatedClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 45, "b": clock.now() + 500})
+    outcomes = wait_all(poller(fake), ["a", "b"])
+    assert outcomes["a"].result == "completed"
+    seen = next(t for r, t in fake.requests if r == "list" and t >= fake.finish_at["a"])
+    confirmed = next(t for r, t in fake.requests if r == "details a")
+    assert confirmed - seen <= 0.1  # one slot is kept in hand for it: no wait for the next slot
+    assert seen - fake.finish_at["a"] <= 3.0 + 0.1  # sweeps are 1.5 poll slots (3 s at 30/min) apart
+
+
+def test_list_and_details_disagree_so_the_task_is_not_final_until_details_say_so() -> None:
+    """openai/codex issue 46174 (codex.md section 8): list and details can disagree for a moment."""
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40}, details_script={"a": ["in_progress"]})
+    outcome = poller(fake).wait("a", timeout_s=10_000)
+    assert outcome.result == "completed" and fake.count("details a") == 2
+    first, second = (i for i, (r, _) in enumerate(fake.requests) if r == "details a")
+    assert fake.requests[second][1] - fake.requests[first][1] >= 2.0  # not asked again at once ...
+    assert any(r == "list" for r, _ in fake.requests[first + 1: second])  # ... but after a sweep shows it final
+
+
+def test_items_without_a_status_are_polled_one_by_one() -> None:
+    clock = GatedClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40, "b": clock.now() + 40}, no_status={"b"})
+    outcomes = wait_all(poller(fake), ["a", "b"])
+    assert {k: o.result for k, o in outcomes.items()} == {"a": "completed", "b": "completed"}
+    assert fake.count("details b") >= 2  # b was polled on its own (at least once before it finished)
+
+
+def test_a_task_not_on_the_first_page_is_found_on_the_second() -> None:
+    clock = GatedClock()
+    fake = FakeCodex(clock, finish_at={f"t{i}": clock.now() + 40 + i for i in range(30)}, page_size=20)
+    outcomes = wait_all(poller(fake), list(fake.finish_at))
+    assert all(o.result == "completed" for o in outcomes.values())
+    assert fake.count("details") == 30
+
+
+def test_unchanged_tasks_further_down_the_list_cost_no_extra_page() -> None:
+    """The list is newest-`updated_at` first; a task below a page older than what we last saw of it has not
+    changed (a task's `updated_at` only moves forward), so the sweep stops at the first page."""
+    clock = FakeClock()
+    ids = [f"t{i}" for i in range(25)]
+    fake = FakeCodex(clock, finish_at={t: clock.now() + 10_000 for t in ids}, page_size=20)
+    fake.started_at = {t: clock.now() - 100 + i for i, t in enumerate(ids)}
+    sched = poller(fake)
+    sched._watches = {t: _Watch(t, started=clock.now(), last_poll=clock.now()) for t in ids}
+    sched._sweep()  # the first sweep reads both pages: it has seen nothing yet
+    assert fake.count("list") == 2 and all(w.observed == 1 for w in sched._watches.values())
+    for _ in range(8):
+        clock.advance(3)
+        sched._sweep()  # nothing changed below the first page: one page each
+    assert fake.count("list") == 2 + 8
+    fake.started_at["t0"] = clock.now()  # the oldest task changes: it moves to the top of the list
+    clock.advance(3)
+    sched._sweep()
+    assert fake.count("list") == 11 and sched._watches["t0"].last_poll == clock.now()
+    clock.advance(3)
+    sched._sweep()  # every tenth sweep reads on regardless, in case a server orders pages otherwise
+    assert fake.count("list") == 13
+
+
+def test_the_list_endpoint_missing_means_per_task_polls() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40},
+                     list_errors=[ApiError("codex list tasks: HTTP 404: Not Found", status=404)])
+    sched = poller(fake)
+    outcome = sched.wait("a", timeout_s=10_000)
+    assert outcome.result == "completed" and sched.list_page is None and fake.count("details a") >= 2
+
+
+def test_failed_sweeps_and_failed_polls_never_abandon_a_task() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40},
+                     list_errors=[TransientError("502"), MalformedResponse("truncated")],
+                     details_errors={"a": [TransientError("reset"), TransientError("502")]})
+    outcome = poller(fake).wait("a", timeout_s=10_000)
+    assert outcome.result == "completed" and outcome.error is None
+
+
+def test_polls_that_keep_failing_end_at_the_timeout_with_the_last_error() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40}, list_errors=[TransientError("502")] * 1000,
+                     details_errors={"a": [TransientError("502")] * 1000})
+    outcome = poller(fake).wait("a", timeout_s=120)
+    assert outcome.result is None and outcome.error is None and isinstance(outcome.last_error, TransientError)
+
+
+def test_a_task_the_server_does_not_know_ends_the_wait() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 40}, no_status={"a"},
+                     details_errors={"a": [TaskGone("HTTP 404", task_id="a")]})
+    outcome = poller(fake).wait("a", timeout_s=10_000)
+    assert isinstance(outcome.error, TaskGone)
+
+
+@pytest.mark.parametrize("listing", [True, False])
+def test_a_task_that_already_finished_is_returned_at_the_first_look(listing: bool) -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"old": clock.now() - 600})
+    start = clock.now()
+    outcome = poller(fake, listing=listing).wait("old", timeout_s=10_000)
+    assert outcome.result == "completed" and clock.now() - start <= 2.0 + 0.1
+
+
+def test_after_two_failed_sweeps_tasks_are_polled_on_their_own_and_the_list_is_tried_again_later() -> None:
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 1000}, list_errors=[TransientError("502")] * 2)
+    sched = poller(fake)
+    sched._watches = {"a": _Watch("a", started=clock.now(), last_poll=clock.now())}
+    sched._sweep()
+    sched._sweep()
+    assert not sched._listing()
+    clock.advance(2.0)
+    assert sched._plan()[:2] == ("direct", sched._watches["a"])  # meanwhile: polled on its own
+    clock.advance(28.0)
+    assert sched._listing()  # the earliest expected finish later: the list is tried again
+    sched._sweep()
+    assert sched._sweep_failures == 0 and sched._watches["a"].observed == 1

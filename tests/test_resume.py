@@ -384,8 +384,10 @@ def test_report_and_budget_count_every_session_of_a_run(tmp_path: Path) -> None:
     code, output = sim_run(out, "--resume")
     assert code == 0 and "7 reused" in output, output
     totals = json.loads(cli("report", str(out), "--json")[1])["totals"]
-    assert totals["cost_usd"] == pytest.approx(full_cost, rel=1e-6) and totals["sessions"] == 2
-    assert bundle(out)["spent_usd"] == pytest.approx(full_cost, rel=1e-4)
+    # Each agent ran once, across two sessions: the run's cost is every record's, not only the second session's.
+    assert totals["cost_usd"] == pytest.approx(totals["records_cost_usd"], rel=1e-6) and totals["sessions"] == 2
+    assert totals["cost_usd"] == pytest.approx(full_cost, rel=0.02)  # Codex output varies with the task's marker
+    assert bundle(out)["spent_usd"] == pytest.approx(totals["cost_usd"], rel=1e-4)
 
     # The budget covers what earlier sessions spent: with nearly all of it gone, phase 4 is not started.
     again = tmp_path / "again"
@@ -395,9 +397,9 @@ def test_report_and_budget_count_every_session_of_a_run(tmp_path: Path) -> None:
     assert all(r["status"] == "skipped" for aid, r in agents(bundle(again)).items() if aid.startswith("p5"))
 
 
-def test_a_fresh_folder_whose_start_fails_is_removed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fresh_folder_whose_start_fails_is_removed_again(tmp_path: Path) -> None:
     out = tmp_path / "new"
-    monkeypatch.setenv("SPARC_CODEX_ENVIRONMENT", "no-such-environment")
-    code, output = sim_run(out, "--phases", "1-4")
-    assert code == 2 and "no-such-environment" in output, output
+    refused = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.load"\nat_call = 1\nresponses = ["403"]\n')
+    code, output = sim_run(out, "--scenario", refused, "--phases", "1")  # the pre-flight (loadCodeAssist) fails
+    assert code != 0 and "403" in output, output
     assert not out.exists()  # the bundle written at the start is not left behind for a run that never ran

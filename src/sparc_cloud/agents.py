@@ -13,7 +13,15 @@ from sparc_cloud.bundle import AgentRecord, Usage, utc_now
 from sparc_cloud.clients.codex import CodexClient, TaskDetails
 from sparc_cloud.clients.gemini import GeminiClient
 from sparc_cloud.costs import Budget, BudgetExceeded, record_cost
-from sparc_cloud.errors import ApiError, Cancelled, RetriesExhausted, SparcError, TaskFailed, TaskTimeout
+from sparc_cloud.errors import (
+    Cancelled,
+    RetriesExhausted,
+    SparcError,
+    TaskFailed,
+    TaskGone,
+    TaskPollFailed,
+    TaskTimeout,
+)
 from sparc_cloud.events import Event, EventBus, EventKind
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.retry import RetryNotice
@@ -155,6 +163,8 @@ class AgentExecutor:
                 record.task_id, record.task_status = exc.task_id, exc.status
             elif isinstance(exc, TaskTimeout):
                 record.task_id, record.task_status = exc.task_id, exc.last_status
+            elif isinstance(exc, TaskPollFailed):
+                record.task_id = exc.task_id  # the task may still run: a resume re-attaches to it
         except Exception as exc:  # noqa: BLE001 - any bug becomes a failed agent, logged with its traceback
             log.exception("agent %s hit an internal error", agent.id)
             record.error = self.secrets.redact(f"internal error: {type(exc).__name__}: {exc}")
@@ -205,12 +215,13 @@ class AgentExecutor:
             # Journaled before the request goes out: a process killed while the create is on the wire leaves a
             # line a resume uses to look for the task instead of buying it twice.
             marker = task_marker(self.run_id, agent.id, digest)
-            self.on_task(TaskMark(agent.id, "creating", digest, env_id, branch, marker=marker))
+            self.on_task(TaskMark(agent.id, "creating", digest, env_id, branch, marker=marker, at=self.clock.wall()))
             task_id = client.create_task(f"{system}\n\n{prompt}", environment_id=env_id, branch=branch,
-                                         on_retry=on_retry, on_wait=on_wait)
+                                         marker=marker, on_retry=on_retry, on_wait=on_wait)
             record.task_id = task_id
-            self.on_task(TaskMark(agent.id, "started", digest, env_id, branch, marker=marker, task_id=task_id))
-            found = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+            self.on_task(TaskMark(agent.id, "started", digest, env_id, branch, marker=marker, task_id=task_id,
+                                  at=self.clock.wall()))
+            found = client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll, environment_id=env_id)
         details, polls = found
         record.task_status = details.status.value
         if details.updated_at is not None:
@@ -229,23 +240,34 @@ class AgentExecutor:
                        on_poll: Callable[[TaskDetails], None]) -> tuple[TaskDetails, int] | None:
         """Wait for the task an earlier session of this run started for the same inputs, if it is still alive.
 
-        None when there is none to attach to, or it failed, was cancelled or is gone: then a new task is bought."""
+        A session killed while its create was on the wire left only a `creating` line: the task is looked for
+        by its marker. None when there is none to attach to, or it failed, was cancelled or is gone: then a
+        new task is bought."""
         mark = self.attach.get(agent.id)
-        if mark is None or mark.task_id is None or mark.inputs_hash != record.inputs_hash or \
+        if mark is None or mark.inputs_hash != record.inputs_hash or \
                 (mark.environment_id, mark.branch) != (record.environment_id, record.branch):
             return None
-        record.task_id = mark.task_id
+        task_id = mark.task_id
+        if task_id is None and mark.marker and record.environment_id:
+            task_id = client.find_created(mark.marker, record.environment_id, since=mark.at or self.clock.wall())
+            if task_id is None:
+                log.info("%s: the create an earlier session sent never made a task; creating one", agent.id)
+                return None
+            self.on_task(TaskMark(agent.id, "started", mark.inputs_hash, mark.environment_id, mark.branch,
+                                  marker=mark.marker, task_id=task_id, at=self.clock.wall()))
+        if task_id is None:
+            return None
+        record.task_id = task_id
         self.bus.emit(Event("agent_attached", agent.id, agent.phase,
-                            f"re-attached to Codex task {mark.task_id} started by an earlier session",
-                            {"task_id": mark.task_id}))
+                            f"re-attached to Codex task {task_id} started by an earlier session",
+                            {"task_id": task_id}))
         try:
-            return client.wait(mark.task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll)
+            return client.wait(task_id, timeout_s=self.agent_timeout_s, on_poll=on_poll,
+                               environment_id=record.environment_id)
         except TaskFailed as exc:
-            log.info("%s: the earlier task %s ended %s; creating a new one", agent.id, mark.task_id, exc.status)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            log.info("%s: the earlier task %s is gone (404); creating a new one", agent.id, mark.task_id)
+            log.info("%s: the earlier task %s ended %s; creating a new one", agent.id, task_id, exc.status)
+        except TaskGone:
+            log.info("%s: the earlier task %s is gone (404); creating a new one", agent.id, task_id)
         record.task_id = None
         return None
 

@@ -57,19 +57,17 @@ _FLAGS = {"agent_timeout_s": "--agent-timeout", "run_deadline_s": "--deadline", 
 
 def _settings(*, flags: dict[str, str] | None = None, **overrides: Any) -> Any:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from sparc_cloud.settings import Settings
+    from sparc_cloud.settings import Settings, describe_settings_error
 
     try:
         base = Settings()
     except UnicodeDecodeError as exc:
         _fail(f"The settings file {Path('.env').resolve()} is not UTF-8 text ({exc.reason} at byte {exc.start}). "
               "Save it as UTF-8, or remove it.")
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "SPARC_" + ".".join(str(p) for p in first["loc"]).upper()
-        _fail(f"setting {name} is invalid: {first['msg']} (got {first.get('input')!r}). Fix it in the "
-              "environment or .env.")
+    except (ValidationError, SettingsError) as exc:
+        _fail(describe_settings_error(exc))
     updates = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings.model_validate({**base.model_dump(), **updates})
@@ -149,6 +147,10 @@ def run(
                                                          "SPARC_CONCURRENCY).")] = None,
     codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name for phase 4 (env: "
                                                        "SPARC_CODEX_ENVIRONMENT).")] = None,
+    branch: Annotated[str | None, typer.Option(help="Git branch the Codex tasks start from (default: the project's "
+                                                    "[codex] branch, else this checkout's branch, else main; env: "
+                                                    "SPARC_CODEX_BRANCH).")]
+    = None,
     sim_time_scale: Annotated[float | None, typer.Option(help="Simulator time scale (default 0.02: a 20 s call "
                                                               "takes 0.4 s; env: SPARC_SIM_TIME_SCALE).")] = None,
     scenario: Annotated[Path | None, typer.Option(help="Simulator scenario file (faults, latencies, limits).")]
@@ -198,7 +200,7 @@ def run(
 
       sparc-cloud run --project memory-extension --backend sim --json | jq .kind
     """
-    from sparc_cloud.cliargs import check_run_numbers
+    from sparc_cloud.cliargs import check_flag_numbers, check_run_numbers
     from sparc_cloud.errors import AuthError, Cancelled, SparcError
     from sparc_cloud.phases import parse_phase_selection
     from sparc_cloud.pipeline import RunOptions
@@ -209,7 +211,10 @@ def run(
         selection = parse_phase_selection(phases) if phases is not None else None  # --phases "" is refused
         if backend not in ("live", "sim"):
             _fail(f"--backend {backend!r}: use live or sim.")
-        settings = _settings(concurrency=concurrency, codex_environment=codex_env, sim_time_scale=sim_time_scale,
+        check_flag_numbers(deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
+                           sim_time_scale=sim_time_scale)
+        settings = _settings(concurrency=concurrency, codex_environment=codex_env, codex_branch=branch,
+                             sim_time_scale=sim_time_scale,
                              agent_timeout_s=agent_timeout, run_deadline_s=deadline, gemini_fallback=gemini_fallback)
         check_run_numbers(settings, deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
                           sim_time_scale=sim_time_scale)
@@ -608,10 +613,9 @@ def sim_serve(
         if scenario:
             config = load_scenario(scenario, config)
         sim = Simulator(config, port=port)
+        paths = sim.write_credentials(write_creds) if write_creds else None
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}. Choose another --port.")
     typer.echo(f"simulator listening on {sim.url} (time scale {config.time_scale})")
     typer.echo(f"  SPARC_GEMINI_BASE_URL={sim.gemini_base_url}")
     typer.echo(f"  SPARC_GEMINI_API_BASE_URL={sim.url}")
@@ -619,8 +623,7 @@ def sim_serve(
     typer.echo(f"  SPARC_CODEX_BASE_URL={sim.codex_base_url}")
     typer.echo(f"  SPARC_CODEX_REFRESH_URL={sim.url}/oauth/token")
     typer.echo(f"  counters: {sim.url}/_sim/counters")
-    if write_creds:
-        paths = sim.write_credentials(write_creds)
+    if paths:
         client_id, _ = sim.oauth_client()
         typer.echo(f"  SPARC_GEMINI_CREDS={paths['gemini']}")
         typer.echo(f"  SPARC_CODEX_AUTH={paths['codex']}")

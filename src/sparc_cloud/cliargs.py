@@ -14,6 +14,16 @@ def _positive(value: float | None, name: str, what: str) -> None:
         raise ConfigError(f"{name} {value:g}: give {what} (0, negative numbers, nan and inf are refused).")
 
 
+def check_flag_numbers(*, deadline: float | None, budget_usd: float | None, agent_timeout: float | None,
+                       sim_time_scale: float | None) -> None:
+    """The same refusal for the flags as typed, before they reach the settings model (whose own words are
+    less plain)."""
+    _positive(deadline, "--deadline", "a positive number of seconds")
+    _positive(budget_usd, "--budget-usd", "a positive amount of US dollars")
+    _positive(agent_timeout, "--agent-timeout", "a positive number of seconds")
+    _positive(sim_time_scale, "--sim-time-scale", "a positive time scale")
+
+
 def check_run_numbers(settings: Settings, *, deadline: float | None, budget_usd: float | None,
                       agent_timeout: float | None, sim_time_scale: float | None) -> None:
     """Refuse (exit 2) a deadline, budget, agent timeout or time scale that is not a positive finite number.
@@ -29,4 +39,4 @@ def check_run_numbers(settings: Settings, *, deadline: float | None, budget_usd:
               "a positive time scale")
 
 
-__all__ = ["check_run_numbers"]
+__all__ = ["check_flag_numbers", "check_run_numbers"]

@@ -1,4 +1,7 @@
-"""`sparc-cloud doctor`: what is set up, what is not, and the exact fix for each problem."""
+"""`sparc-cloud doctor`: what is set up, what is not, and the exact fix for each problem.
+
+Doctor makes one short attempt per network check (no retries, a 10 s timeout): an address that cannot
+be reached is reported at once with the URL and the setting it comes from."""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sparc_cloud import defaults
 from sparc_cloud.clients.auth import CODEX_LOGIN_HINT, GEMINI_LOGIN_HINT, jwt_claims
 from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
-from sparc_cloud.errors import SparcError
+from sparc_cloud.clients.gemini import NeedsOnboarding
+from sparc_cloud.errors import SparcError, Unreachable
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.settings import Settings
@@ -53,6 +58,8 @@ def _file_checks(name: str, path: Path, hint: str) -> tuple[list[Check], dict[st
         checks.append(Check(f"{name} mode", "ok", f"{path} is mode {mode:o}"))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return [*checks, Check(name, "fail", f"{path} is not UTF-8 text (the file is damaged)", hint)], None
     except (OSError, ValueError) as exc:
         return [*checks, Check(name, "fail", f"{path} cannot be read as JSON ({exc})", hint)], None
     return checks, data if isinstance(data, dict) else None
@@ -84,11 +91,27 @@ def gemini_checks(settings: Settings, ctx: ClientContext) -> list[Check]:
     try:
         client = make_gemini(ctx)
         if client.config.mode == "code-assist":
-            source = "GOOGLE_CLOUD_PROJECT" if settings.google_cloud_project else "discovered with loadCodeAssist"
-            checks.append(Check("Gemini project", "ok", f"{client.project_id()} ({source})"))
+            offered = settings.google_cloud_project
+            project = client.project_id(onboard=False)
+            source = "from loadCodeAssist" + (f"; GOOGLE_CLOUD_PROJECT={offered} was offered" if offered else "")
+            checks.append(Check("Gemini project", "ok", f"{project} ({source}) at {client.config.base_url}"))
+    except NeedsOnboarding as exc:
+        checks.append(Check("Gemini project", "warn", str(exc), "Nothing to do: `sparc-cloud run` or `gemini` sets it up."))
     except SparcError as exc:
-        checks.append(Check("Gemini project", "fail", str(exc), "See the message; GOOGLE_CLOUD_PROJECT sets it."))
+        checks.append(Check("Gemini project", "fail", str(exc),
+                            _fix(exc, "See the message; GOOGLE_CLOUD_PROJECT offers a project.")))
     return checks
+
+
+def _fix(exc: BaseException, otherwise: str) -> str:
+    """The fix for a failed network check: the setting behind an unreachable address, else `otherwise`."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, Unreachable):
+        cause = cause.__cause__
+    if isinstance(cause, Unreachable):
+        return f"Check {cause.setting or 'the address'}{' (is the server running?)' if cause.loopback else ''} " \
+               "and the network."
+    return otherwise
 
 
 def codex_checks(settings: Settings, ctx: ClientContext, environment: str | None) -> list[Check]:
@@ -120,14 +143,17 @@ def codex_checks(settings: Settings, ctx: ClientContext, environment: str | None
             checks.append(Check("Codex environment", "warn", f"none configured; yours: {names}",
                                 "Set SPARC_CODEX_ENVIRONMENT or pass --codex-env NAME."))
     except SparcError as exc:
-        checks.append(Check("Codex environment", "fail", str(exc), "See the message."))
+        checks.append(Check("Codex environment", "fail", str(exc), _fix(exc, "See the message.")))
     return checks
 
 
 def run_doctor(settings: Settings, environment: str | None = None) -> list[Check]:
-    """Every check, in order; read-only calls only (loadCodeAssist, the environments list)."""
+    """Every check, in order; read-only calls only (loadCodeAssist, the environments list), one short attempt
+    each."""
     secrets = SecretRegistry()
-    ctx = ClientContext(settings=settings, clock=RealClock(threading.Event()), secrets=secrets)
+    short = settings.model_copy(update={"retry_max_attempts": 1,
+                                        "http_timeout_s": min(settings.http_timeout_s, defaults.DOCTOR_TIMEOUT_S)})
+    ctx = ClientContext(settings=short, clock=RealClock(threading.Event()), secrets=secrets)
     checks = gemini_checks(settings, ctx) + codex_checks(settings, ctx, environment or settings.codex_environment)
     for check in checks:
         check.detail = secrets.redact(check.detail)

@@ -129,3 +129,48 @@ class RetriesExhausted(SparcError):
 
 class RunFolderWriteError(SparcError):
     """The run folder stopped accepting writes mid-run (disk full, permissions changed)."""
+
+
+class Unreachable(TransientError):
+    """The server could not be reached at all (connection refused, DNS failure, no route): nothing was sent.
+
+    `url` is where we tried, `setting` the setting that address comes from, `loopback` whether it is this
+    machine (then a refusal will not pass by waiting: the retry policy gives up after two tries)."""
+
+    def __init__(self, message: str, *, endpoint: str = "", url: str = "", setting: str = "",
+                 loopback: bool = False) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.url = url
+        self.setting = setting
+        self.loopback = loopback
+
+
+class CapacityExhausted(RateLimited):
+    """The model has no capacity on the server right now (503 MODEL_CAPACITY_EXHAUSTED): not the user's
+    quota; retried under the shared policy, then the fallback model when enabled."""
+
+
+class PromptBlocked(ApiError):
+    """Gemini answered with no candidates (an empty answer), e.g. `promptFeedback.blockReason`; re-sending
+    the same prompt changes nothing."""
+
+    def __init__(self, message: str, *, reason: str | None, endpoint: str = "") -> None:
+        super().__init__(message, status=200, endpoint=endpoint)
+        self.reason = reason
+
+
+class TaskPollFailed(SparcError):
+    """Polling a Codex task failed for good (or until the agent timeout); the task itself may still be live
+    on the server: `task_id` lets a later run attach to it again."""
+
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskGone(ApiError):
+    """The server does not know the Codex task (404)."""
+
+    def __init__(self, message: str, *, task_id: str, endpoint: str = "") -> None:
+        super().__init__(message, status=404, endpoint=endpoint)
+        self.task_id = task_id

@@ -20,7 +20,8 @@ from typing import IO, TYPE_CHECKING
 
 from sparc_cloud.agents import AgentExecutor, Backends
 from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
-from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.clients.factory import ClientContext, cloud_lines, make_codex, make_gemini
+from sparc_cloud.clients.gitref import resolve_branch
 from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, JsonStreamSink, LogSink, PlainConsoleSink
@@ -245,6 +246,8 @@ def run(options: RunOptions) -> RunOutcome:
 
         if options.backend == "sim":
             sim = _Sim(options)
+            if sim.sim is not None:  # a simulator at SPARC_SIM_URL knows the environments it was started with
+                sim.sim.add_environment(settings.codex_environment or project.codex.environment)
             settings = sim.settings
             time_scale = sim.time_scale
         elif options.backend == "live":
@@ -411,7 +414,7 @@ def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project
         raise ConfigError("No Codex environment is configured for phase 4. Set --codex-env (or "
                           f"SPARC_CODEX_ENVIRONMENT, or [codex] environment in the project). Yours: {names}.")
     backends.codex_environment_id = client.resolve_environment(wanted).id
-    backends.codex_branch = settings.codex_branch or project.codex.branch
+    backends.codex_branch = resolve_branch(settings.codex_branch, project.codex.branch).branch
 
 
 def phase_reads(plan: Plan) -> dict[int, set[int]]:
@@ -480,6 +483,13 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     notifier = Notifier(options.notify, plan.project.name, secrets, time_scale=ctx.time_scale) if options.notify else None
     if notifier is not None:
         bus.add(notifier)
+    if options.console is not None:  # where the run goes, before its first call
+        for line in cloud_lines(backends.gemini_client() if backends.gemini else None,
+                                backends.codex_client() if backends.codex else None,
+                                codex_environment=settings.codex_environment or plan.project.codex.environment,
+                                codex_branch=resolve_branch(settings.codex_branch, plan.project.codex.branch).branch):
+            options.console.write(line + "\n")
+        options.console.flush()
     try:
         if backends.codex is not None:
             _resolve_codex_env(options, settings, plan.project, backends)

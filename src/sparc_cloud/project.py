@@ -93,7 +93,7 @@ class CodexSettings(_Strict):
     """Where Codex tasks run."""
 
     environment: str | None = None
-    branch: str | None = "main"
+    branch: str | None = None  # unset: --branch, else this checkout's current or default branch, else main
 
 
 class Limit(_Strict):

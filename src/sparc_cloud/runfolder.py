@@ -43,6 +43,7 @@ class TaskMark:
     branch: str | None
     marker: str | None = None
     task_id: str | None = None
+    at: float | None = None  # epoch seconds when the line was written (where a lost create's search starts)
 
 
 @dataclass

@@ -54,7 +54,7 @@ model = "gemini-2.5-pro"
 
 [codex]
 environment = "my-environment"        # a Codex environment id or name (`sparc-cloud codex envs` lists yours)
-branch = "main"
+# branch = "main"                    # default: --branch, else this checkout's branch, else main
 
 # Optional: rate limits you know better than the defaults (requests per minute, burst).
 # [limits."gemini-2.5-pro"]

@@ -2,13 +2,15 @@
 
 Gemini: `~/.gemini/oauth_creds.json` (google-auth-library `Credentials`, `expiry_date` in epoch ms).
 Codex: `~/.codex/auth.json` (`tokens.{access_token, refresh_token, account_id, id_token}`).
-See shared/api/gemini.md section 2 and shared/api/codex.md section 4."""
+As google-auth-library and openai/codex `login` (storage.rs, manager.rs) write and refresh them."""
 
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import os
+import platform
 import shutil
 import stat
 import subprocess
@@ -19,8 +21,10 @@ from typing import Any
 
 import requests
 
+from sparc_cloud import defaults
 from sparc_cloud.errors import AuthError
 from sparc_cloud.fsutil import atomic_write_text
+from sparc_cloud.http.classify import is_challenge
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.redact import SecretRegistry
 
@@ -31,7 +35,39 @@ GEMINI_LOGIN_HINT = (
     "to use the public Gemini API instead."
 )
 CODEX_LOGIN_HINT = "Run `codex login` (Codex CLI) to sign in with ChatGPT."
-EAGER_REFRESH_S = 300.0
+EAGER_REFRESH_S = defaults.EAGER_REFRESH_S
+
+
+def codex_user_agent() -> str:
+    """The official Codex client's User-Agent shape: `codex_cli_rs/<version> (<os> <release>; <arch>) <terminal>`
+    (openai/codex login `default_client.rs`); auth.openai.com challenges generic HTTP clients (openai/codex
+    issues 16052, 18456, 21735)."""
+    term = os.environ.get("TERM_PROGRAM") or os.environ.get("TERM") or "unknown"
+    term = "".join(c for c in term if c.isalnum() or c in "._-/") or "unknown"
+    return (f"{defaults.CODEX_ORIGINATOR}/{defaults.CODEX_CLI_VERSION} ({platform.system()} {platform.release()}; "
+            f"{platform.machine()}) {term}")
+
+
+def check_token_fields(data: dict[str, Any], fields: tuple[str, ...], *, where: str, path: Path, hint: str,
+                       required: tuple[str, ...] = ()) -> None:
+    """Each of `fields` is absent, null or text that can go in an HTTP header; else an AuthError naming the file
+    and the field (never the value)."""
+    for name in fields:
+        value = data.get(name)
+        if value is None:
+            if name in required:
+                raise AuthError(f"{where} at {path} has no {name}. {hint}")
+            continue
+        if not isinstance(value, str):
+            kind = "a number" if isinstance(value, int | float) else f"a JSON {type(value).__name__}"
+            raise AuthError(f"{where} at {path}: {name} is {kind}, not text; the file is damaged. {hint}")
+        if any(c in "\r\n\0\t" for c in value) or value != value.strip():
+            raise AuthError(f"{where} at {path}: {name} contains a line break or spaces; the file is damaged. {hint}")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise AuthError(f"{where} at {path}: {name} contains characters that cannot be sent in an HTTP header; "
+                            f"the file is damaged. {hint}") from None
 
 
 def _read_json(path: Path, what: str, hint: str) -> dict[str, Any]:
@@ -39,6 +75,8 @@ def _read_json(path: Path, what: str, hint: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AuthError(f"{what} not found at {path}. {hint}") from None
+    except UnicodeDecodeError:
+        raise AuthError(f"{what} at {path} is not UTF-8 text; the file is damaged. {hint}") from None
     except OSError as exc:
         raise AuthError(f"{what} at {path} cannot be read ({exc.strerror}). Check its owner and mode.") from None
     try:
@@ -109,10 +147,17 @@ class GeminiOAuth:
 
     def _load(self) -> dict[str, Any]:
         data = _read_json(self.path, "Gemini OAuth credentials", GEMINI_LOGIN_HINT)
+        check_token_fields(data, ("access_token", "refresh_token", "id_token"), where="Gemini OAuth credentials",
+                           path=self.path, hint=GEMINI_LOGIN_HINT)
         if not data.get("access_token") and not data.get("refresh_token"):
             raise AuthError(f"Gemini OAuth credentials at {self.path} hold no token. {GEMINI_LOGIN_HINT}")
         self.secrets.add(data.get("access_token"), data.get("refresh_token"), data.get("id_token"))
         return data
+
+    def id_token(self) -> str | None:
+        """The OpenID token of the login, if the file has one (its `email` claim names the account)."""
+        value = self._data.get("id_token")
+        return value if isinstance(value, str) else None
 
     def _expires_in(self) -> float:
         expiry = self._data.get("expiry_date")
@@ -157,8 +202,9 @@ class GeminiOAuth:
         try:
             resp = self.session.post(self.token_url, data=form, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise AuthError(f"Could not reach the Google token endpoint to refresh the Gemini token: "
-                            f"{type(exc).__name__}. Check the network and try again.") from None
+            raise AuthError(f"Could not reach the Google token endpoint ({self.token_url}, "
+                            f"SPARC_GEMINI_OAUTH_TOKEN_URL) to refresh the Gemini token: {type(exc).__name__}. Check "
+                            "the network and try again.") from None
         try:
             body = resp.json()
         except ValueError:
@@ -244,6 +290,10 @@ class CodexAuth:
                 f"Codex credentials at {self.path} hold {mode}; Codex Cloud tasks need a ChatGPT sign-in. "
                 f"{CODEX_LOGIN_HINT}"
             )
+        check_token_fields(tokens, ("access_token", "refresh_token", "id_token", "account_id"),
+                           where="Codex credentials (auth.json)", path=self.path, hint=CODEX_LOGIN_HINT)
+        if not isinstance(data.get("OPENAI_API_KEY"), str | None):
+            data = {**data, "OPENAI_API_KEY": None}
         self.secrets.add(tokens.get("access_token"), tokens.get("refresh_token"), tokens.get("id_token"),
                          tokens.get("account_id"), data.get("OPENAI_API_KEY"))
         self.secrets.add(self._account_from(tokens))
@@ -265,6 +315,12 @@ class CodexAuth:
         tokens = self._data["tokens"]
         assert isinstance(tokens, dict)
         return tokens
+
+    def id_token(self) -> str | None:
+        """The OpenID token of the ChatGPT login (its claims name the e-mail and plan)."""
+        with self._lock:
+            value = self._tokens.get("id_token")
+            return value if isinstance(value, str) else None
 
     def account_id(self) -> str | None:
         """`tokens.account_id`, else the access token's `chatgpt_account_id` claim."""
@@ -306,11 +362,20 @@ class CodexAuth:
         if not refresh_token:
             raise AuthError(f"The Codex credentials at {self.path} have no refresh token. {CODEX_LOGIN_HINT}")
         body = {"client_id": self.client_id, "grant_type": "refresh_token", "refresh_token": refresh_token}
+        # The official client's identity: auth.openai.com answers generic HTTP clients with a Cloudflare challenge.
+        headers = {"User-Agent": codex_user_agent(), "originator": defaults.CODEX_ORIGINATOR}
         try:
-            resp = self.session.post(self.refresh_url, json=body, timeout=self.timeout_s)
+            resp = self.session.post(self.refresh_url, json=body, headers=headers, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise AuthError(f"Could not reach the OpenAI token endpoint to refresh the Codex token: "
-                            f"{type(exc).__name__}. Check the network and try again.") from None
+            raise AuthError(f"Could not reach the OpenAI token endpoint ({self.refresh_url}, SPARC_CODEX_REFRESH_URL) "
+                            f"to refresh the Codex token: {type(exc).__name__}. Check the network and try "
+                            "again.") from None
+        if is_challenge(resp.status_code, resp.headers):
+            raise AuthError(
+                "Refreshing the Codex token was blocked: auth.openai.com answered with a Cloudflare challenge "
+                "(HTTP 403, cf-mitigated: challenge) instead of a token. Run any `codex` command (it refreshes "
+                f"{self.path}) or `codex login`, then run again; or set SPARC_CODEX_REFRESH=false."
+            )
         try:
             answer = resp.json()
         except ValueError:

@@ -1,13 +1,17 @@
-"""Codex Cloud tasks, spoken as the official `codex` client does (shared/api/codex.md).
+"""Codex Cloud tasks, spoken as the official `codex` client does (openai/codex backend-client and cloud-tasks-client).
 
 Default base `https://chatgpt.com/backend-api` with `/wham/...` paths. Path styles: `auto` (the
 official rule: a base containing `/backend-api` uses `/wham/`, any other `/api/codex/`), `wham`,
-`api-codex`, and `runbook` (`{base}/codex/...`, the path the original runbook used)."""
+`api-codex`, and `runbook` (`{base}/codex/...`, the path the original runbook used).
+
+Creating a task is made safe to retry: a create whose outcome is unknown (timeout, reset after the
+request went out, 5xx, an unreadable 2xx) is not sent again blindly; the task list is searched first for
+the task it may have created (by its marker, or its exact prompt), confirmed with the task's own user turn.
+Tasks in flight are polled through one list request for all of them (`clients/polling.py`)."""
 
 from __future__ import annotations
 
-import os
-import platform
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -18,22 +22,33 @@ from urllib.parse import quote
 
 import requests
 
-from sparc_cloud import __version__
-from sparc_cloud.clients.auth import CodexAuth
-from sparc_cloud.clients.polling import PollPolicy, PollScheduler
+from sparc_cloud import defaults
+from sparc_cloud.clients.auth import CodexAuth, codex_user_agent
+from sparc_cloud.clients.gitref import resolve_branch
+from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting
 from sparc_cloud.errors import (
     AuthError,
+    Cancelled,
     ConfigError,
     MalformedResponse,
+    ModelNotFound,
     TaskFailed,
+    TaskGone,
+    TaskPollFailed,
     TaskTimeout,
+    TransientError,
     Unauthorized,
+    Unreachable,
 )
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry
 from sparc_cloud.http.transport import exchange
 from sparc_cloud.redact import SecretRegistry
+
+TASK_URL = "https://chatgpt.com/codex/tasks/{task_id}"
+MARKER_LINE = "[sparc-cloud {marker}]"  # first line of a marked task's prompt: how a lost create is found again
+CREATED_SLACK_S = 300.0  # a lost create's task is looked for among tasks created up to this long before it
 
 
 class TaskStatus(StrEnum):
@@ -70,7 +85,7 @@ class Environment:
 
 @dataclass
 class TaskDetails:
-    """What a task-details answer says, extracted per shared/api/codex.md section 3.2."""
+    """What a task-details answer says, extracted as backend-client `types.rs` does."""
 
     task_id: str
     status: TaskStatus
@@ -84,25 +99,46 @@ class TaskDetails:
 
 
 def _turn_status(turn: Any) -> TaskStatus | None:
-    if isinstance(turn, dict) and isinstance(turn.get("turn_status"), str):
+    if not isinstance(turn, dict):
+        return None
+    if isinstance(turn.get("turn_status"), str):
         return _TURN_STATUS.get(turn["turn_status"], TaskStatus.PENDING)
+    if turn_error(turn):  # an `error` and no `turn_status` is a failed task (the task_details_with_error fixture)
+        return TaskStatus.FAILED
     return None
 
 
-def map_status(body: dict[str, Any]) -> TaskStatus:
-    """`current_assistant_turn.turn_status`, else `task_status_display` (top level, else under `task`)."""
-    status = _turn_status(body.get("current_assistant_turn"))
-    if status is not None:
-        return status
-    task = body.get("task") if isinstance(body.get("task"), dict) else {}
-    display = body.get("task_status_display") or (task or {}).get("task_status_display")
+def display_status(display: Any) -> TaskStatus | None:
+    """A `task_status_display`'s status: `latest_turn_status_display.turn_status`, else `state` (http.rs `map_status`)."""
     if isinstance(display, dict):
         latest = display.get("latest_turn_status_display")
         if isinstance(latest, dict) and isinstance(latest.get("turn_status"), str):
             return _TURN_STATUS.get(latest["turn_status"], TaskStatus.PENDING)
         if isinstance(display.get("state"), str):
             return _STATE_STATUS.get(display["state"], TaskStatus.PENDING)
-    return TaskStatus.PENDING
+    return None
+
+
+def map_status(body: dict[str, Any]) -> TaskStatus:
+    """`current_assistant_turn.turn_status` (an error without one is FAILED), else `task_status_display`
+    (top level, else under `task`), else PENDING."""
+    status = _turn_status(body.get("current_assistant_turn"))
+    if status is not None:
+        return status
+    task = body.get("task") if isinstance(body.get("task"), dict) else {}
+    display = body.get("task_status_display") or (task or {}).get("task_status_display")
+    return display_status(display) or TaskStatus.PENDING
+
+
+def list_sighting(item: Any) -> Sighting | None:
+    """What a task-list item says about its task (None when the item has no id)."""
+    if not isinstance(item, dict) or not item.get("id"):
+        return None
+    status = display_status(item.get("task_status_display"))
+    updated = item.get("updated_at")
+    return Sighting(task_id=str(item["id"]), final=None if status is None else status.finished,
+                    updated_at=float(updated) if isinstance(updated, int | float) else None,
+                    status=None if status is None else status.value)
 
 
 def _content_texts(content: Any) -> list[str]:
@@ -169,15 +205,27 @@ def turn_error(turn: Any) -> str | None:
 
 
 def _epoch(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def user_text(body: dict[str, Any]) -> str:
+    """The prompt: user-role `message` texts of `current_user_turn.input_items`, joined with a blank line."""
+    turn = body.get("current_user_turn")
+    texts: list[str] = []
+    for item in (turn.get("input_items") or []) if isinstance(turn, dict) else []:
+        if isinstance(item, dict) and item.get("type") == "message" and item.get("role", "user") == "user":
+            texts.extend(_content_texts(item.get("content")))
+    return "\n\n".join(texts)
 
 
 def parse_details(body: dict[str, Any], task_id: str) -> TaskDetails:
-    """Status, text, diff, worklog and error of a task-details answer."""
+    """Status, text, diff, worklog and error of a task-details answer.
+
+    The text is the turn's output messages, else the worklog's assistant messages (http.rs `messages()` / `task_text()`)."""
     diff_turn, assistant = body.get("current_diff_task_turn"), body.get("current_assistant_turn")
     task = body.get("task") if isinstance(body.get("task"), dict) else {}
-    text_parts = turn_messages(diff_turn) + turn_messages(assistant)
     worklog = worklog_messages(diff_turn) + worklog_messages(assistant)
+    text_parts = turn_messages(diff_turn) + turn_messages(assistant) or worklog
     return TaskDetails(
         task_id=str((task or {}).get("id") or task_id),
         status=map_status(body),
@@ -206,7 +254,10 @@ class CodexClient:
         secrets: SecretRegistry,
         path_style: str = "auto",
         poll: PollPolicy | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = defaults.HTTP_TIMEOUT_S,
+        base_setting: str = "SPARC_CODEX_BASE_URL",
+        list_polling: bool = True,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.base_url = self.normalize_base(base_url)
         self.prefix = self._prefix(self.base_url, path_style)
@@ -219,9 +270,13 @@ class CodexClient:
         self.secrets = secrets
         self.poll = poll or PollPolicy()
         self.timeout_s = timeout_s
+        self.base_setting = base_setting
+        self.list_polling = list_polling
+        self.on_retry = on_retry  # hears of retries of calls made without their own listener
         self._env_cache: list[Environment] | None = None
         self._env_lock = threading.Lock()
         self._poller: PollScheduler | None = None
+        self._task_env: dict[str, str] = {}  # task id -> environment id, to filter the list by environment
 
     def __repr__(self) -> str:
         return f"CodexClient(prefix={self.prefix!r})"
@@ -244,9 +299,8 @@ class CodexClient:
         return base + prefixes[style]
 
     def _user_agent(self) -> str:
-        term = os.environ.get("TERM_PROGRAM") or os.environ.get("TERM") or "unknown"
-        return (f"sparc_cloud/{__version__} ({platform.system()} {platform.release()}; {platform.machine()}) "
-                f"{term} (sparc_cloud_tasks)")
+        # The official client's User-Agent shape (login `default_client.rs`), with our own surface as its suffix.
+        return f"{codex_user_agent()} (sparc_cloud_tasks)"
 
     def _headers(self, token: str, with_body: bool) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {token}", "User-Agent": self._user_agent()}
@@ -256,6 +310,29 @@ class CodexClient:
         if with_body:
             headers["Content-Type"] = "application/json"
         return headers
+
+    def _send(self, method: str, path: str, *, endpoint: str, json_body: Any = None,
+              params: dict[str, str] | None = None) -> Any:
+        """One request with the current token; a 401 re-reads (or refreshes) the token and sends once more."""
+        url = self.prefix + path
+
+        def send(token: str) -> Any:
+            return exchange(
+                self.session, method, url, endpoint=endpoint, secrets=self.secrets, now_wall=self.clock.wall(),
+                timeout_s=self.timeout_s, headers=self._headers(token, json_body is not None),
+                json_body=json_body, params=params, origin=self.base_setting,
+            )
+
+        token = self.auth.token()
+        try:
+            return send(token)
+        except Unauthorized as exc:
+            fresh = self.auth.after_unauthorized(token)
+            try:
+                return send(fresh)
+            except Unauthorized:
+                raise AuthError(f"{exc}. The Codex token was rejected after reloading it: run `codex login`."
+                                ) from None
 
     def _request(
         self,
@@ -272,35 +349,18 @@ class CodexClient:
     ) -> tuple[Any, int]:
         """One call under the retry policy; each attempt takes a limiter slot (the first one may have been
         taken by the caller already: `slot_taken`)."""
-        url = self.prefix + path
         first = [slot_taken]
-
-        def send(token: str) -> Any:
-            return exchange(
-                self.session, method, url, endpoint=endpoint, secrets=self.secrets, now_wall=self.clock.wall(),
-                timeout_s=self.timeout_s, headers=self._headers(token, json_body is not None),
-                json_body=json_body, params=params,
-            )
 
         def attempt() -> Any:
             if first[0]:
                 first[0] = False
             else:
                 self.limiters.acquire(key, on_wait)
-            token = self.auth.token()
-            try:
-                return send(token)
-            except Unauthorized as exc:
-                fresh = self.auth.after_unauthorized(token)
-                try:
-                    return send(fresh)
-                except Unauthorized:
-                    raise AuthError(f"{exc}. The Codex token was rejected after reloading it: run `codex login`."
-                                    ) from None
+            return self._send(method, path, endpoint=endpoint, json_body=json_body, params=params)
 
         return call_with_retry(
-            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry, rng=self._jitter,
-            on_rate_limited=lambda s: self.limiters.pause(key, s),
+            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry or self.on_retry,
+            rng=self._jitter, on_rate_limited=lambda s: self.limiters.pause(key, s),
         )
 
     def _poll_key(self) -> tuple[str, str, str]:
@@ -316,24 +376,57 @@ class CodexClient:
         branch: str | None = None,
         best_of_n: int = 1,
         starting_diff: str | None = None,
+        marker: str | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
         on_wait: Callable[[float, str], None] | None = None,
     ) -> str:
-        """POST /tasks; return the new task id."""
-        new_task: dict[str, Any] = {"environment_id": environment_id}
-        if branch:
-            new_task["branch"] = branch
-        new_task["run_environment_in_qa_mode"] = False
+        """POST /tasks; return the new task id.
+
+        `new_task.branch` is always sent (cloud-tasks-client `Tasks::create`): `branch`, else the checkout's current or
+        default branch, else `main`. With a `marker`, the prompt's first line is `[sparc-cloud <marker>]`, so
+        the task can be found again. A create whose outcome is unknown (timeout, reset, 5xx, unreadable
+        answer) is not sent again before the task list has been searched for the task it may have made (by
+        the marker, else by the exact prompt); a refusal (429, 4xx, connection refused) is known to have
+        created nothing."""
+        text = f"{MARKER_LINE.format(marker=marker)}\n{prompt}" if marker else prompt
+        new_task: dict[str, Any] = {"environment_id": environment_id,
+                                    "branch": branch or resolve_branch(None).branch,
+                                    "run_environment_in_qa_mode": False}
         items: list[dict[str, Any]] = [
-            {"type": "message", "role": "user", "content": [{"content_type": "text", "text": prompt}]}
+            {"type": "message", "role": "user", "content": [{"content_type": "text", "text": text}]}
         ]
         if starting_diff:
             items.append({"type": "pre_apply_patch", "output_diff": {"diff": starting_diff}})
         body: dict[str, Any] = {"new_task": new_task, "input_items": items}
         if best_of_n > 1:
             body["metadata"] = {"best_of_n": best_of_n}
-        data, _ = self._request("POST", "/tasks", key=("codex", "create", "*"), endpoint="codex create task",
-                                json_body=body, on_retry=on_retry, on_wait=on_wait)
+        key, endpoint = ("codex", "create", "*"), "codex create task"
+        since = self.clock.wall()
+        unknown = [False]  # an earlier attempt may have created the task
+
+        def attempt() -> str:
+            if unknown[0]:
+                found = self._find_created(text, marker, environment_id, since - CREATED_SLACK_S)
+                if found:
+                    return found
+            self.limiters.acquire(key, on_wait)
+            try:
+                data = self._send("POST", "/tasks", endpoint=endpoint, json_body=body)
+            except Unreachable:
+                raise  # nothing was sent
+            except (TransientError, MalformedResponse):
+                unknown[0] = True  # sent, and perhaps acted on: look before sending again
+                raise
+            return self._task_id_of(data)
+
+        task_id, _ = call_with_retry(
+            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry or self.on_retry,
+            rng=self._jitter, on_rate_limited=lambda s: self.limiters.pause(key, s),
+        )
+        self._task_env[task_id] = environment_id
+        return task_id
+
+    def _task_id_of(self, data: Any) -> str:
         task = data.get("task") if isinstance(data, dict) else None
         task_id = (task or {}).get("id") if isinstance(task, dict) else None
         task_id = task_id or (data.get("id") if isinstance(data, dict) else None)
@@ -342,14 +435,78 @@ class CodexClient:
                                     endpoint="codex create task")
         return str(task_id)
 
-    def task_details(self, task_id: str, *, on_retry: Callable[[RetryNotice], None] | None = None,
-                     slot_taken: bool = False) -> TaskDetails:
-        """GET /tasks/{id} (one poll, counted against the shared poll budget)."""
-        data, _ = self._request("GET", f"/tasks/{quote(task_id, safe='')}", key=self._poll_key(),
-                                endpoint=f"codex task {task_id}", on_retry=on_retry, slot_taken=slot_taken)
+    def _find_created(self, text: str, marker: str | None, environment_id: str, since: float) -> str | None:
+        """The task an earlier, unanswered create made: among the environment's tasks created since `since`
+        (one list page, a second one if the first is all newer), the one whose user turn carries the
+        marker (or the exact prompt). None when there is none; an error when the list cannot be read."""
+        cursor: str | None = None
+        for page_no in range(2):
+            page = self._list_once(environment_id=environment_id, cursor=cursor)
+            items = [i for i in page.get("items") or [] if isinstance(i, dict) and i.get("id")]
+            fresh = [i for i in items if (_epoch(i.get("created_at")) or math.inf) >= since
+                     and str(i["id"]) not in self._task_env]  # tasks this client created and knows are not it
+            fresh.sort(key=lambda i: -(_epoch(i.get("created_at")) or math.inf))
+            for item in fresh:
+                details = self._details_once(str(item["id"]))
+                sent = user_text(details)
+                if (marker and MARKER_LINE.format(marker=marker) in sent) or (not marker and sent == text):
+                    return str(item["id"])
+            cursor = page.get("cursor") if isinstance(page.get("cursor"), str) else None
+            if not cursor or len(fresh) < len(items) or page_no:
+                return None
+        return None
+
+    def find_created(self, marker: str, environment_id: str, *, since: float,
+                     on_retry: Callable[[RetryNotice], None] | None = None) -> str | None:
+        """The task a create marked `marker` made, when that create's answer never arrived (the process that
+        sent it was killed): searched as a lost create is, among the environment's tasks created since `since`
+        (epoch seconds) minus a margin for clock skew. None when the create never reached the server."""
+        found, _ = call_with_retry(
+            lambda: self._find_created("", marker, environment_id, since - CREATED_SLACK_S), policy=self.policy,
+            clock=self.clock, endpoint="codex list tasks", on_retry=on_retry or self.on_retry, rng=self._jitter,
+            on_rate_limited=lambda s: self.limiters.pause(self._poll_key(), s),
+        )
+        if found:
+            self._task_env[found] = environment_id
+        return found
+
+    def _list_once(self, *, environment_id: str | None, cursor: str | None = None) -> dict[str, Any]:
+        self.limiters.acquire(self._poll_key())
+        data = self._send("GET", "/tasks/list", endpoint="codex list tasks",
+                          params=self._list_params(defaults.CODEX_LIST_PAGE, cursor, environment_id))
+        if not isinstance(data, dict):
+            raise MalformedResponse("codex list tasks: the answer is not a JSON object", endpoint="codex list tasks")
+        return data
+
+    def _details_once(self, task_id: str) -> dict[str, Any]:
+        self.limiters.acquire(self._poll_key())
+        data = self._send("GET", f"/tasks/{quote(task_id, safe='')}", endpoint=f"codex task {task_id}")
         if not isinstance(data, dict):
             raise MalformedResponse(f"codex task {task_id}: the answer is not a JSON object")
+        return data
+
+    def task_details(self, task_id: str, *, on_retry: Callable[[RetryNotice], None] | None = None,
+                     slot_taken: bool = False) -> TaskDetails:
+        """GET /tasks/{id} (one poll, counted against the shared poll budget). A 404 is TaskGone."""
+        endpoint = f"codex task {task_id}"
+        try:
+            data, _ = self._request("GET", f"/tasks/{quote(task_id, safe='')}", key=self._poll_key(),
+                                    endpoint=endpoint, on_retry=on_retry, slot_taken=slot_taken)
+        except ModelNotFound as exc:
+            raise TaskGone(f"{exc}: Codex does not know task {task_id} (deleted, or another account's).",
+                           task_id=task_id, endpoint=endpoint) from None
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"codex task {task_id}: the answer is not a JSON object", endpoint=endpoint)
         return parse_details(data, task_id)
+
+    def _list_page(self, cursor: str | None, task_ids: frozenset[str]) -> ListPage:
+        """One page of the task list for the poller, filtered by environment when the watched tasks share one."""
+        envs = {self._task_env.get(t) for t in task_ids}
+        env = next(iter(envs)) if len(envs) == 1 else None
+        data = self.list_tasks(limit=defaults.CODEX_LIST_PAGE, cursor=cursor, environment_id=env, slot_taken=True)
+        items = [s for s in (list_sighting(i) for i in data.get("items") or []) if s is not None]
+        nxt = data.get("cursor")
+        return ListPage(items=items, cursor=str(nxt) if isinstance(nxt, str) and nxt else None)
 
     def poller(self) -> PollScheduler:
         """The account's poll scheduler (one per client, created on first use)."""
@@ -359,6 +516,8 @@ class CodexClient:
                     lambda task_id: self.task_details(task_id, slot_taken=True),
                     lambda details: isinstance(details, TaskDetails) and details.status.finished,
                     limiters=self.limiters, key=self._poll_key(), clock=self.clock, policy=self.poll,
+                    list_page=self._list_page if self.list_polling else None,
+                    status_of=lambda details: details.status.value if isinstance(details, TaskDetails) else "pending",
                 )
             return self._poller
 
@@ -368,41 +527,58 @@ class CodexClient:
         *,
         timeout_s: float,
         on_poll: Callable[[TaskDetails], None] | None = None,
+        environment_id: str | None = None,
     ) -> tuple[TaskDetails, int]:
         """Wait for the task through the shared poller; return its details and how often it was polled.
 
-        Raises TaskFailed (failed/cancelled, with the server's message) or TaskTimeout (with the task id
-        and the last status seen)."""
-        last = [TaskStatus.PENDING]
+        `on_poll` hears of each details answer and of each new status a list sweep shows (details with the
+        status only).
+
+        Works for any task id (one created here, or one found in a journal: pending, running or already
+        finished); `environment_id` lets the list sweep filter by it. Raises TaskFailed (failed/cancelled,
+        with the server's message), TaskGone (404), TaskPollFailed (polling failed for good, or kept failing
+        until the timeout) or TaskTimeout (with the last status seen); each carries the task id."""
+        if environment_id:
+            self._task_env[task_id] = environment_id
 
         def seen(details: object) -> None:
+            if isinstance(details, Sighting):  # a sweep showed a new status: no text yet, only the status
+                details = TaskDetails(task_id=details.task_id, status=_TURN_STATUS.get(details.status or "",
+                                                                                       TaskStatus.PENDING))
             assert isinstance(details, TaskDetails)
-            last[0] = details.status
             if on_poll:
                 on_poll(details)
 
-        result, polls, error = self.poller().wait(task_id, timeout_s=timeout_s, on_poll=seen)
-        if error is not None:
-            raise error
-        if result is None:
+        outcome = self.poller().wait(task_id, timeout_s=timeout_s, on_poll=seen)
+        last_status = outcome.last_status or TaskStatus.PENDING.value
+        link = TASK_URL.format(task_id=task_id)
+        if outcome.error is not None:
+            if isinstance(outcome.error, TaskGone | Cancelled):
+                raise outcome.error
+            raise TaskPollFailed(f"Polling Codex task {task_id} failed: {outcome.error}. The task may still run: "
+                                 f"open {link}.", task_id=task_id)
+        if outcome.result is None:
+            if outcome.last_error is not None:
+                raise TaskPollFailed(
+                    f"Polling Codex task {task_id} kept failing until the agent timeout ({timeout_s:.0f} s); last "
+                    f"error: {outcome.last_error}. The task may still finish: open {link}.", task_id=task_id)
             raise TaskTimeout(
-                f"Codex task {task_id} did not finish within {timeout_s:.0f} s (last status: {last[0].value}). "
-                f"It may still finish: open https://chatgpt.com/codex/tasks/{task_id}, or raise "
-                "SPARC_AGENT_TIMEOUT_S.",
-                task_id=task_id, last_status=last[0].value,
+                f"Codex task {task_id} did not finish within {timeout_s:.0f} s (last status: {last_status}). "
+                f"It may still finish: open {link}, or raise SPARC_AGENT_TIMEOUT_S.",
+                task_id=task_id, last_status=last_status,
             )
+        result = outcome.result
         assert isinstance(result, TaskDetails)
         if result.status != TaskStatus.COMPLETED:
             reason = result.error or "no error message"
             raise TaskFailed(f"Codex task {task_id} ended {result.status.value}: Task failed: {reason}",
                              task_id=task_id, status=result.status.value)
-        return result, polls
+        return result, outcome.polls
 
-    def list_tasks(
-        self, *, limit: int | None = None, cursor: str | None = None, environment_id: str | None = None,
-        task_filter: str = "current",
-    ) -> dict[str, Any]:
-        """GET /tasks/list: `{"items": [...], "cursor": ...}`."""
+    @staticmethod
+    def _list_params(limit: int | None, cursor: str | None, environment_id: str | None,
+                     task_filter: str = "current") -> dict[str, str]:
+        # The official client's order: limit, task_filter, cursor, environment_id (backend-client `list_tasks`).
         params: dict[str, str] = {}
         if limit is not None:
             params["limit"] = str(limit)
@@ -411,8 +587,16 @@ class CodexClient:
             params["cursor"] = cursor
         if environment_id:
             params["environment_id"] = environment_id
-        data, _ = self._request("GET", "/tasks/list", key=("codex", "list", "*"), endpoint="codex list tasks",
-                                params=params)
+        return params
+
+    def list_tasks(
+        self, *, limit: int | None = None, cursor: str | None = None, environment_id: str | None = None,
+        task_filter: str = "current", slot_taken: bool = False,
+    ) -> dict[str, Any]:
+        """GET /tasks/list: `{"items": [...], "cursor": ...}`, under the poll budget (the server counts it as one)."""
+        data, _ = self._request("GET", "/tasks/list", key=self._poll_key(), endpoint="codex list tasks",
+                                params=self._list_params(limit, cursor, environment_id, task_filter),
+                                slot_taken=slot_taken)
         if not isinstance(data, dict):
             raise MalformedResponse("codex list tasks: the answer is not a JSON object")
         return data
@@ -462,3 +646,4 @@ class CodexClient:
         raise ConfigError(f"No Codex environment has the id or name {id_or_label!r}. Your environments: {names}. "
                           "Create one at https://chatgpt.com/codex/settings/environments or fix "
                           "--codex-env / SPARC_CODEX_ENVIRONMENT.")
+

@@ -1,9 +1,13 @@
 """Gemini: Code Assist (`cloudcode-pa`, OAuth file, default) and the public Gemini API (API key).
 
-Wire formats: shared/api/gemini.md sections 1 (Code Assist), 4 (public API), 3 (errors)."""
+Wire formats as gemini-cli speaks them (code_assist/server.ts, converter.ts, setup.ts; utils/googleQuotaErrors.ts,
+retry.ts) and googleapis/js-genai for the public API: the project always comes from `loadCodeAssist`
+(onboarding the account when it has no tier yet), capacity errors are retried and then fall back, and an
+answer without candidates is reported with its block reason instead of being sent again."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import random
 import threading
@@ -14,9 +18,19 @@ from typing import Any, Literal
 
 import requests
 
-from sparc_cloud import __version__
+from sparc_cloud import __version__, defaults
 from sparc_cloud.clients.auth import GeminiOAuth
-from sparc_cloud.errors import AuthError, ConfigError, MalformedResponse, TerminalQuota, Unauthorized
+from sparc_cloud.errors import (
+    AuthError,
+    CapacityExhausted,
+    ConfigError,
+    MalformedResponse,
+    PromptBlocked,
+    RetriesExhausted,
+    SparcError,
+    TerminalQuota,
+    Unauthorized,
+)
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry
@@ -29,9 +43,14 @@ GENERATION_CONFIG_KEYS = {
     "responseJsonSchema", "routingConfig", "modelSelectionConfig", "responseModalities", "mediaResolution",
     "speechConfig", "audioTimestamp", "thinkingConfig",
 }
-# Code Assist only (shared/api/gemini.md 1.1): gemini-3.5-flash is sent as gemini-3-flash.
+# Code Assist only (gemini-cli config/models.ts): gemini-3.5-flash is sent as gemini-3-flash.
 CODE_ASSIST_MODEL_ALIASES = {"gemini-3.5-flash": "gemini-3-flash"}
 DEFAULT_FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
+log = logging.getLogger(__name__)
+
+
+class NeedsOnboarding(ConfigError):
+    """The account has no Code Assist tier yet and the caller asked not to onboard it (doctor is read-only)."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +80,16 @@ class GeminiConfig:
     """Where and how to call Gemini."""
 
     mode: Literal["code-assist", "api-key"] = "code-assist"
-    base_url: str = "https://cloudcode-pa.googleapis.com/v1internal"
-    api_base_url: str = "https://generativelanguage.googleapis.com"
-    project: str | None = None
-    timeout_s: float = 120.0
-    fallback: dict[str, str] | None = None  # model -> next model on terminal quota; None = off
+    base_url: str = f"{defaults.CODE_ASSIST_ENDPOINT}/{defaults.CODE_ASSIST_API_VERSION}"  # {endpoint}/{version}
+    api_base_url: str = defaults.GEMINI_API_BASE
+    project: str | None = None  # GOOGLE_CLOUD_PROJECT: offered to loadCodeAssist, used when it names none
+    timeout_s: float = defaults.HTTP_TIMEOUT_S
+    fallback: dict[str, str] | None = None  # model -> next model on terminal quota or lasting capacity; None = off
     generation_config: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.4})
+    base_setting: str = "SPARC_GEMINI_BASE_URL"  # the setting(s) base_url comes from, for messages
+    api_setting: str = "SPARC_GEMINI_API_BASE_URL"
+    onboard_poll_s: float = defaults.ONBOARD_POLL_S
+    onboard_max_polls: int = defaults.ONBOARD_MAX_POLLS
 
 
 def extract_text(response: dict[str, Any]) -> str:
@@ -104,6 +127,7 @@ class GeminiClient:
         secrets: SecretRegistry,
         oauth: GeminiOAuth | None = None,
         api_key: str | None = None,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         if config.mode == "code-assist" and oauth is None:
             raise ConfigError("Code Assist mode needs OAuth credentials.")
@@ -119,6 +143,7 @@ class GeminiClient:
         self.oauth = oauth
         self.api_key = api_key
         secrets.add(api_key)
+        self.on_retry = on_retry  # hears of retries of calls made without their own listener
         self.session_id = str(uuid.uuid4())
         self._project: str | None = None
         self._project_lock = threading.Lock()
@@ -138,32 +163,61 @@ class GeminiClient:
         on_retry: Callable[[RetryNotice], None] | None = None,
         on_wait: Callable[[float, str], None] | None = None,
     ) -> GenerateResult:
-        """One prompt -> one answer. Terminal quota falls back to the next model when enabled.
+        """One prompt -> one answer. Terminal quota, and capacity that outlasts the retries, fall back to the
+        next model when enabled; when that fails too, the error names both models.
 
         `on_retry` hears of every retry, `on_wait` of every wait for a rate-limit slot."""
         first_model = model
+        failures: list[tuple[str, SparcError]] = []
         while True:
             try:
                 result = self._generate_once(prompt, model, system, generation_config, on_retry, on_wait)
-            except TerminalQuota:
-                nxt = (self.config.fallback or {}).get(model)
-                if not nxt or nxt == first_model:
+            except TerminalQuota as exc:
+                failures.append((model, exc))
+            except RetriesExhausted as exc:
+                if not isinstance(exc.__cause__, CapacityExhausted):
                     raise
-                model = nxt
-                continue
-            if model != first_model:
-                return GenerateResult(**{**result.__dict__, "fallback_from": first_model})
-            return result
+                failures.append((model, exc))
+            else:
+                if model != first_model:
+                    return GenerateResult(**{**result.__dict__, "fallback_from": first_model})
+                return result
+            nxt = (self.config.fallback or {}).get(model)
+            if not nxt or nxt in {m for m, _ in failures}:
+                raise self._give_up(failures)
+            model = nxt
 
-    def project_id(self) -> str:
-        """The Code Assist project: configured, else discovered once with loadCodeAssist."""
+    def _give_up(self, failures: list[tuple[str, SparcError]]) -> SparcError:
+        """The error after the last model failed: alone, or naming every model tried and why."""
+        model, last = failures[-1]
+        capacity = isinstance(last, RetriesExhausted)
+        if len(failures) == 1:
+            if not capacity:
+                return last
+            assert isinstance(last, RetriesExhausted)
+            hint = ("" if self.config.fallback is not None else
+                    " Try again later, or let it fall back to another model (SPARC_GEMINI_FALLBACK=true, "
+                    "--gemini-fallback, or [gemini] fallback = true in the project).")
+            return RetriesExhausted(f"{model} has no capacity on the server: {last}{hint}", attempts=last.attempts,
+                                    status=last.status)
+        tried = "; then ".join(f"{m}: {e}" for m, e in failures)
+        message = f"Every model tried failed: {tried}"
+        if isinstance(last, RetriesExhausted):
+            return RetriesExhausted(message, attempts=last.attempts, status=last.status)
+        return TerminalQuota(message, status=getattr(last, "status", None), endpoint=getattr(last, "endpoint", ""))
+
+    def project_id(self, *, onboard: bool = True) -> str:
+        """The Code Assist project, set up once as gemini-cli's `setupUser` does: `loadCodeAssist` is always
+        called (with GOOGLE_CLOUD_PROJECT offered), its project wins, the configured one is used only when
+        it names none, and an account without a tier is onboarded first (unless `onboard` is False: then
+        NeedsOnboarding)."""
         with self._project_lock:
             configured = self.config.project
             if configured and configured.isdigit():
                 raise ConfigError(f"GOOGLE_CLOUD_PROJECT is set to a project number ({configured}); set it to the "
                                   "project id instead.")
             if self._project is None:
-                self._project = configured or self._discover_project()
+                self._project = self._discover_project(onboard)
             return self._project
 
     # ---------------------------------------------------------------- details
@@ -182,8 +236,8 @@ class GeminiClient:
         headers["Authorization"] = f"Bearer {token}"
         return headers, token
 
-    def _post(self, url: str, body: dict[str, Any], *, endpoint: str, model: str) -> Any:
-        """POST once; on 401 refresh the token once and send again."""
+    def _post(self, url: str, body: dict[str, Any] | None, *, endpoint: str, model: str) -> Any:
+        """POST once (GET when there is no body); on 401 refresh the token once and send again."""
         headers, token = self._headers(model)
         try:
             return self._exchange(url, body, headers, endpoint)
@@ -198,11 +252,17 @@ class GeminiClient:
                     f"{again}. The refreshed Gemini token was rejected too: log in again with `gemini`."
                 ) from None
 
-    def _exchange(self, url: str, body: dict[str, Any], headers: dict[str, str], endpoint: str) -> Any:
+    def _exchange(self, url: str, body: dict[str, Any] | None, headers: dict[str, str], endpoint: str) -> Any:
+        origin = self.config.api_setting if self.config.mode == "api-key" else self.config.base_setting
         return exchange(
-            self.session, "POST", url, endpoint=endpoint, secrets=self.secrets, now_wall=self.clock.wall(),
-            timeout_s=self.config.timeout_s, headers=headers, json_body=body,
+            self.session, "POST" if body is not None else "GET", url, endpoint=endpoint, secrets=self.secrets,
+            now_wall=self.clock.wall(), timeout_s=self.config.timeout_s, headers=headers, json_body=body,
+            origin=origin,
         )
+
+    def method_url(self, method: str) -> str:
+        """`{endpoint}/{version}:{method}` (gemini-cli server.ts)."""
+        return f"{self.config.base_url.rstrip('/')}:{method}"
 
     def _request_body(
         self, prompt: str, system: str | None, generation_config: dict[str, Any] | None
@@ -231,7 +291,7 @@ class GeminiClient:
             url = f"{self.config.api_base_url.rstrip('/')}/v1beta/models/{model}:generateContent"
             body = request
         else:
-            url = f"{self.config.base_url.rstrip('/')}:generateContent"
+            url = self.method_url("generateContent")
             body = {
                 "model": CODE_ASSIST_MODEL_ALIASES.get(model, model),
                 "project": self.project_id(),
@@ -248,13 +308,15 @@ class GeminiClient:
             if not isinstance(data, dict):
                 raise MalformedResponse(f"{endpoint}: the answer is not a JSON object", endpoint=endpoint)
             inner = data if self.config.mode == "api-key" else data.get("response") or {}
-            if not isinstance(inner, dict) or not inner.get("candidates"):
-                raise MalformedResponse(f"{endpoint}: the answer has no candidates", endpoint=endpoint)
+            if not isinstance(inner, dict):
+                raise MalformedResponse(f"{endpoint}: the answer's response is not a JSON object", endpoint=endpoint)
+            if not inner.get("candidates"):
+                raise self._empty_answer(inner, endpoint)
             return data
 
         data, attempts = call_with_retry(
-            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry, rng=self._jitter,
-            on_rate_limited=lambda s: self.limiters.pause(key, s),
+            attempt, policy=self.policy, clock=self.clock, endpoint=endpoint, on_retry=on_retry or self.on_retry,
+            rng=self._jitter, on_rate_limited=lambda s: self.limiters.pause(key, s),
         )
         inner = data if self.config.mode == "api-key" else data["response"]
         request_id = data.get("responseId") if self.config.mode == "api-key" else data.get("traceId")
@@ -267,44 +329,89 @@ class GeminiClient:
             request_id=str(request_id) if request_id else None,
         )
 
-    def _discover_project(self) -> str:
-        env_project = self.config.project
-        if env_project and env_project.isdigit():
-            raise ConfigError(
-                f"GOOGLE_CLOUD_PROJECT is set to a project number ({env_project}); set it to the project id."
-            )
-        body: dict[str, Any] = {
-            "metadata": {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
-        }
-        if env_project:
-            body["cloudaicompanionProject"] = env_project
-            body["metadata"]["duetProject"] = env_project
-        url = f"{self.config.base_url.rstrip('/')}:loadCodeAssist"
-        endpoint = "gemini loadCodeAssist"
+    @staticmethod
+    def _empty_answer(inner: dict[str, Any], endpoint: str) -> PromptBlocked:
+        """No candidates: an empty answer (converter.ts), with `promptFeedback.blockReason` saying why."""
+        feedback = inner.get("promptFeedback") if isinstance(inner.get("promptFeedback"), dict) else {}
+        reason = str((feedback or {}).get("blockReason") or "") or None
+        detail = str((feedback or {}).get("blockReasonMessage") or "")
+        if reason:
+            why = f"the prompt was blocked ({reason}{': ' + detail if detail else ''})"
+            hint = "Change the prompt (the project's templates or inputs); sending it again gives the same answer."
+        else:
+            why = "the answer has no candidates (an empty answer)"
+            hint = "Sending the same prompt again is unlikely to help; check the prompt and the model."
+        return PromptBlocked(f"{endpoint}: {why}. {hint}", reason=reason, endpoint=endpoint)
+
+    def _call(self, method: str, body: dict[str, Any] | None, endpoint: str, url: str | None = None) -> Any:
+        """A Code Assist call outside generateContent (setup), under the shared retry policy."""
+        target = url or self.method_url(method)
         data, _ = call_with_retry(
-            lambda: self._post(url, body, endpoint=endpoint, model="loadCodeAssist"),
-            policy=self.policy, clock=self.clock, endpoint=endpoint, rng=self._jitter,
+            lambda: self._post(target, body, endpoint=endpoint, model=method),
+            policy=self.policy, clock=self.clock, endpoint=endpoint, rng=self._jitter, on_retry=self.on_retry,
         )
         if not isinstance(data, dict):
             raise MalformedResponse(f"{endpoint}: the answer is not a JSON object", endpoint=endpoint)
+        return data
+
+    def _discover_project(self, onboard: bool = True) -> str:
+        """gemini-cli `setupUser` (code_assist/setup.ts)."""
+        env_project = self.config.project
+        metadata: dict[str, Any] = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED",
+                                    "pluginType": "GEMINI"}
+        body: dict[str, Any] = {"metadata": dict(metadata)}
+        if env_project:
+            body["cloudaicompanionProject"] = env_project
+            body["metadata"]["duetProject"] = env_project
+        data = self._call("loadCodeAssist", body, "gemini loadCodeAssist")
         ineligible = [t for t in data.get("ineligibleTiers") or [] if isinstance(t, dict)]
-        if data.get("currentTier"):
-            project = data.get("cloudaicompanionProject") or env_project
-            if project:
-                return str(project)
-            if ineligible:
-                reasons = "; ".join(str(t.get("reasonMessage", "")) for t in ineligible if t.get("reasonMessage"))
-                raise ConfigError(f"Your account is not eligible for Gemini Code Assist: {reasons}. "
-                                  "Set GOOGLE_CLOUD_PROJECT to a project with Code Assist, or use GEMINI_API_KEY.")
-            raise ConfigError("Gemini Code Assist needs a Google Cloud project for this account: set "
-                              "GOOGLE_CLOUD_PROJECT to its id (or use GEMINI_API_KEY).")
-        for tier in ineligible:
-            if tier.get("reasonCode") == "VALIDATION_REQUIRED":
-                url_ = tier.get("validationUrl")
-                raise ConfigError(f"Google asks you to verify your account before using Code Assist: open "
-                                  f"{url_} and follow the steps, then run again.")
+        if not data.get("currentTier"):
+            for tier in ineligible:
+                if tier.get("reasonCode") == "VALIDATION_REQUIRED" and tier.get("validationUrl"):
+                    raise ConfigError(f"Google asks you to verify your account before using Code Assist: open "
+                                      f"{tier['validationUrl']} and follow the steps, then run again.")
+            if not onboard:
+                raise NeedsOnboarding("This Google account has no Gemini Code Assist tier yet; the first run sets "
+                                      "it up (onboardUser, as `gemini` does on first use).")
+            return self._onboard(data, metadata, env_project, ineligible)
+        project = data.get("cloudaicompanionProject") or env_project
+        if project:
+            return str(project)
+        raise self._no_project(ineligible)
+
+    def _onboard(self, load: dict[str, Any], metadata: dict[str, Any], env_project: str | None,
+                 ineligible: list[dict[str, Any]]) -> str:
+        """No tier yet: onboardUser with the default tier, then poll its long-running operation until done."""
+        tiers = [t for t in load.get("allowedTiers") or [] if isinstance(t, dict)]
+        tier = next((t for t in tiers if t.get("isDefault")), {"id": "legacy-tier"})
+        body: dict[str, Any] = {"tierId": tier.get("id"), "metadata": dict(metadata)}
+        if tier.get("id") != "free-tier" and env_project:  # the free tier's project is managed by Google
+            body["cloudaicompanionProject"] = env_project
+            body["metadata"]["duetProject"] = env_project
+        log.info("onboarding this Google account to Gemini Code Assist (%s)", tier.get("id"))
+        lro = self._call("onboardUser", body, "gemini onboardUser")
+        polls = 0
+        while not lro.get("done") and lro.get("name"):
+            if polls >= self.config.onboard_max_polls:
+                raise ConfigError("Onboarding this Google account to Gemini Code Assist did not finish in "
+                                  f"{polls * self.config.onboard_poll_s:.0f} s. Run `gemini` once to finish it, "
+                                  "then run again.")
+            self.clock.sleep(self.config.onboard_poll_s * self.policy.time_scale)
+            url = f"{self.config.base_url.rstrip('/')}/{lro['name']}"
+            lro = self._call("getOperation", None, "gemini onboardUser operation", url=url)
+            polls += 1
+        response = lro.get("response") if isinstance(lro.get("response"), dict) else {}
+        project = (response or {}).get("cloudaicompanionProject")
+        project_id = project.get("id") if isinstance(project, dict) else None
+        if project_id or env_project:
+            return str(project_id or env_project)
+        raise self._no_project(ineligible)
+
+    @staticmethod
+    def _no_project(ineligible: list[dict[str, Any]]) -> ConfigError:
         if ineligible:
             reasons = "; ".join(str(t.get("reasonMessage", "")) for t in ineligible if t.get("reasonMessage"))
-            raise ConfigError(f"Your account is not eligible for Gemini Code Assist: {reasons}.")
-        raise ConfigError("This Google account has not been set up for Gemini Code Assist yet: run `gemini` once "
-                          "and finish the login, or set GOOGLE_CLOUD_PROJECT, or use GEMINI_API_KEY.")
+            return ConfigError(f"Your account is not eligible for Gemini Code Assist: {reasons}. Set "
+                               "GOOGLE_CLOUD_PROJECT to a project with Code Assist, or use GEMINI_API_KEY.")
+        return ConfigError("Gemini Code Assist needs a Google Cloud project for this account: set "
+                           "GOOGLE_CLOUD_PROJECT to its id (or use GEMINI_API_KEY).")

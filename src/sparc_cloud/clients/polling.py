@@ -1,32 +1,73 @@
-"""One poller per Codex account: spends the shared poll budget on the task most likely to have finished.
+"""One poller per Codex account: reads every task in flight from one list request, under the shared poll budget.
 
-Every task in flight registers here. Each task is "due" for a poll at a time that depends on how long it
-has run (one early poll to catch fast failures, then none until the earliest expected finish, then every
-`max(min_interval, relative * elapsed)`); among due tasks, the one with the highest probability of having
-finished since its last poll (a uniform prior over the expected duration range) is polled first. Polls go
-through the account's rate limiter, so the budget is never exceeded however many tasks are in flight."""
+`codex cloud list` reads each task's status from one `GET /tasks/list` (cloud-tasks-client http.rs); so does this
+poller. A *sweep* is one list request (a second page only when a watched task was not on the first) and
+tells the status of every task in flight at once. A task the list shows final is then *confirmed* with
+its own details request (list and details can disagree for a moment, and only the details carry text,
+diff and error). Tasks the list cannot speak for (an item without a status, a task not on the pages
+read, a list endpoint that does not answer) are polled one by one, each when it is most likely to have
+finished (a uniform prior over the expected duration range: one early poll to catch fast failures,
+then none until the earliest expected finish, then every `max(min_interval, relative * elapsed)`).
+
+Every request (list page or details) takes a slot of the account's rate limiter, so the budget is never
+exceeded however many tasks are in flight. A request that fails (5xx, reset, truncated body) is retried
+under the shared retry policy by the fetch functions; if it still fails, the task is *not* abandoned:
+it is polled again at its next turn until its waiter's timeout. Only answers that will not change (the
+task is gone, the credentials are refused) end a wait early."""
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from sparc_cloud.errors import Cancelled, SparcError
+from sparc_cloud import defaults
+from sparc_cloud.errors import AuthError, Cancelled, RetriesExhausted, RetryableError, SparcError, TaskGone
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimiters
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["list", "confirm", "direct"]
 
 
 @dataclass(frozen=True)
 class PollPolicy:
     """When to poll; every duration is multiplied by `time_scale`."""
 
-    initial_s: float = 2.0
-    min_interval_s: float = 2.0
-    relative: float = 0.05
-    expected_min_s: float = 30.0
-    expected_max_s: float = 90.0
+    initial_s: float = defaults.POLL_INITIAL_S
+    min_interval_s: float = defaults.POLL_MIN_INTERVAL_S
+    relative: float = defaults.POLL_RELATIVE
+    expected_min_s: float = defaults.POLL_EXPECTED_MIN_S
+    expected_max_s: float = defaults.POLL_EXPECTED_MAX_S
     time_scale: float = 1.0
+    # Sweeps are paced in poll slots (60 / polls-per-minute s): 1.5 slots apart leaves a third of the budget
+    # for confirming finished tasks; after 2 slots a sweep goes before pending confirms. Measured in
+    # bench/polling.py (bench/RESULTS.md): at 30 polls/minute and 20 tasks, p95 seen-finished delay <= 3 s.
+    sweep_gap_slots: float = 1.5
+    confirm_gap_s: float = defaults.POLL_MIN_INTERVAL_S  # after list and details disagreed, before asking again
+    max_sweep_gap_slots: float = 2.0
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What one list item says about a task: finished (`final`), still running, or nothing (`None`)."""
+
+    task_id: str
+    final: bool | None
+    updated_at: float | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of the task list."""
+
+    items: list[Sighting]
+    cursor: str | None = None
 
 
 @dataclass
@@ -35,14 +76,36 @@ class _Watch:
     started: float
     last_poll: float
     polls: int = 0
+    observed: int = 0
+    mode: Mode = "list"
+    confirm_after: float = 0.0
     result: object = None
     error: BaseException | None = None
+    last_error: BaseException | None = None
+    last_status: str | None = None
+    seen_mark: float | None = None  # newest `updated_at` of the list page that last showed this task
     done: threading.Event = field(default_factory=threading.Event)
     on_poll: Callable[[object], None] | None = None
 
 
+@dataclass(frozen=True)
+class WaitOutcome:
+    """How a wait ended: a final result, an error that ends it, or the timeout (with the last poll error)."""
+
+    result: object | None
+    polls: int
+    error: BaseException | None
+    last_error: BaseException | None
+    last_status: str | None = None
+
+
 class PollScheduler:
-    """Polls every registered task through one budget; `wait()` blocks until its task is done."""
+    """Polls every registered task through one budget; `wait()` blocks until its task is done.
+
+    `fetch(task_id)` returns a task's details (and raises typed errors); `finished(details)` says whether
+    they are final; `list_page(cursor, task_ids)` (optional) returns one page of the task list, which should
+    show the tasks `task_ids` (the client filters by their environment). A waiter's `on_poll` hears of every
+    details answer, and of every change of status a sweep shows (with the `Sighting`)."""
 
     def __init__(
         self,
@@ -53,9 +116,15 @@ class PollScheduler:
         key: Key,
         clock: Clock,
         policy: PollPolicy,
+        list_page: Callable[[str | None, frozenset[str]], ListPage] | None = None,
+        page_size: int = defaults.CODEX_LIST_PAGE,
+        status_of: Callable[[object], str] | None = None,
     ) -> None:
         self.fetch = fetch
+        self.status_of = status_of
         self.finished = finished
+        self.list_page = list_page
+        self.page_size = page_size
         self.limiters = limiters
         self.key = key
         self.clock = clock
@@ -63,6 +132,11 @@ class PollScheduler:
         self._watches: dict[str, _Watch] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._last_sweep = -math.inf
+        self._sweep_failures = 0
+        self.sweeps = 0
+
+    # ------------------------------------------------------------- scheduling
 
     def _scaled(self, seconds: float) -> float:
         return seconds * self.policy.time_scale
@@ -74,25 +148,66 @@ class PollScheduler:
         return min(1.0, max(0.0, (elapsed - lo) / (hi - lo)))
 
     def _due_at(self, w: _Watch) -> float:
-        if w.polls == 0:
+        if w.observed == 0:
             return w.started + self._scaled(self.policy.initial_s)
         earliest = w.started + self._scaled(self.policy.expected_min_s)
         elapsed = w.last_poll - w.started
         gap = max(self._scaled(self.policy.min_interval_s), self.policy.relative * elapsed)
         return max(earliest, w.last_poll + gap)
 
+    def _list_due_at(self, w: _Watch) -> float:
+        """When a task watched through the list wants a sweep: the early check, then from the earliest
+        expected finish on (a sweep costs the same for one task or twenty: no relative back-off)."""
+        if w.observed == 0:
+            return w.started + self._scaled(self.policy.initial_s)
+        return w.started + self._scaled(self.policy.expected_min_s)
+
     def _score(self, w: _Watch, now: float) -> float:
         before, after = self._cdf(w.last_poll - w.started), self._cdf(now - w.started)
         return 1.0 if before >= 1.0 else (after - before) / (1.0 - before)
 
-    def _pick(self) -> tuple[_Watch | None, float]:
-        """The due task most likely to have finished, or None and how long until one is due."""
+    def _listing(self) -> bool:
+        """Whether list sweeps speak for the `list` watches now (else they are polled one by one): not after two
+        failed sweeps in a row, until `expected_min_s` has passed since the last one (then a sweep is tried)."""
+        if self.list_page is None:
+            return False
+        rest = self._scaled(self.policy.expected_min_s)
+        return self._sweep_failures < 2 or self.clock.now() - self._last_sweep >= rest
+
+    def _plan(self, *, slot_in_hand: bool = False) -> tuple[str, _Watch | None, float]:
+        """The next request: ("confirm" | "direct", watch) or ("sweep", None); ("idle", None, seconds) if none.
+
+        A sweep waits until the limiter could also serve a confirm right after it, unless the slot for the
+        sweep has already been taken (`slot_in_hand`)."""
         now = self.clock.now()
-        due = [w for w in self._watches.values() if self._due_at(w) <= now]
-        if not due:
-            nxt = min((self._due_at(w) for w in self._watches.values()), default=now + 1.0)
-            return None, max(0.0, nxt - now)
-        return max(due, key=lambda w: (self._score(w, now), now - w.last_poll)), 0.0
+        watches = list(self._watches.values())
+        listing = self._listing()
+        listed = [w for w in watches if w.mode == "list"] if listing else []
+        slot = self.limiters.limit_for(self.key).interval(self.limiters.time_scale)
+        overdue = self._last_sweep + self.policy.max_sweep_gap_slots * slot
+        if listed and now >= overdue and min(self._list_due_at(w) for w in listed) <= now:
+            return "sweep", None, 0.0  # confirms must not starve the sweep that speaks for every other task
+        confirms = [w for w in watches if w.mode == "confirm" and w.confirm_after <= now]
+        if confirms:
+            return "confirm", min(confirms, key=lambda w: w.confirm_after), 0.0
+        direct = [w for w in watches if w.mode == "direct" or (w.mode == "list" and not listing)]
+        due = [w for w in direct if self._due_at(w) <= now]
+        if due:
+            return "direct", max(due, key=lambda w: (self._score(w, now), now - w.last_poll)), 0.0
+        waits = [self._due_at(w) for w in direct]
+        waits += [w.confirm_after for w in watches if w.mode == "confirm"]
+        if listed:
+            sweep_at = max(min(self._list_due_at(w) for w in listed),
+                           self._last_sweep + self.policy.sweep_gap_slots * slot)
+            if sweep_at <= now and not slot_in_hand and self.limiters.spare_slots(self.key):
+                # Keep one slot in hand: a task the sweep shows finished is confirmed at once, not a slot later.
+                sweep_at = now + self.limiters.ready_in(self.key, 2)
+            if sweep_at <= now:
+                return "sweep", None, 0.0
+            waits.append(sweep_at)
+        return "idle", None, max(0.0, min(waits, default=now + 1.0) - now)
+
+    # -------------------------------------------------------------------- loop
 
     def _loop(self) -> None:
         try:
@@ -100,18 +215,21 @@ class PollScheduler:
                 with self._cond:
                     while not self._watches:
                         self._cond.wait()
-                    watch, wait_s = self._pick()
-                if watch is None:
+                    action, _, wait_s = self._plan()
+                if action == "idle":
                     self.clock.sleep(min(wait_s, self._scaled(self.policy.min_interval_s)))
                     continue
                 self.limiters.acquire(self.key)
                 with self._cond:
-                    watch, _ = self._pick()
-                    if watch is None:
-                        continue
-                    watch.last_poll = self.clock.now()
-                    watch.polls += 1
-                self._poll(watch)
+                    action, watch, _ = self._plan(slot_in_hand=True)
+                    if watch is not None:
+                        watch.last_poll = self.clock.now()
+                        watch.polls += 1
+                        watch.observed += 1
+                if action == "sweep":
+                    self._sweep()
+                elif watch is not None:
+                    self._poll(watch)
         except Cancelled as exc:
             with self._cond:
                 for w in self._watches.values():
@@ -120,31 +238,151 @@ class PollScheduler:
                 self._watches.clear()
                 self._thread = None
 
+    def _read_list(self, wanted: dict[str, float | None]) -> tuple[dict[str, Sighting], set[str], float | None]:
+        """Read list pages for the `wanted` tasks (id -> the high-water mark of the sweep that last saw them).
+
+        Stops when every wanted task is seen, when the pages run out, after enough pages for all of them
+        plus one, or early when the page shows the list in `updated_at` order (newest first) and its last
+        item is older than what we had already seen of every task still missing: those have not changed
+        since (a task's `updated_at` only moves forward). Every tenth sweep reads on regardless, in case a
+        server orders its pages some other way. Returns sightings, the tasks known unchanged, and the newest
+        `updated_at` seen."""
+        assert self.list_page is not None
+        seen: dict[str, Sighting] = {}
+        newest: float | None = None
+        max_pages = math.ceil(len(wanted) / max(1, self.page_size)) + 1
+        full = self.sweeps % 10 == 0
+        cursor: str | None = None
+        for page_no in range(max_pages):
+            if page_no:
+                self.limiters.acquire(self.key)  # every page is a request under the budget
+            page = self.list_page(cursor, frozenset(wanted))
+            seen.update({s.task_id: s for s in page.items if s.task_id in wanted})
+            stamps = [s.updated_at for s in page.items]
+            ordered = bool(stamps) and all(t is not None for t in stamps) and all(
+                a >= b for a, b in zip(stamps, stamps[1:], strict=False))  # type: ignore[operator]
+            if ordered and page_no == 0:
+                newest = stamps[0]
+            missing = set(wanted) - set(seen)
+            if not missing or not page.cursor:
+                return seen, set(), newest
+            oldest = stamps[-1] if ordered else None
+            if not full and oldest is not None and all(
+                    (mark := wanted[t]) is not None and oldest < mark for t in missing):
+                return seen, missing, newest
+            cursor = page.cursor
+        return seen, set(), newest
+
+    def _sweep(self) -> None:
+        with self._cond:
+            wanted = {w.task_id: w.seen_mark for w in self._watches.values() if w.mode == "list"}
+            self._last_sweep = self.clock.now()
+        if not wanted:
+            return
+        try:
+            seen, unchanged, newest = self._read_list(wanted)
+        except Cancelled:
+            raise
+        except (RetryableError, RetriesExhausted) as exc:
+            self._sweep_failures += 1
+            log.warning("listing Codex tasks failed (%s); polling goes on", exc)
+            with self._cond:
+                for listed in self._watches.values():
+                    if listed.mode == "list":
+                        listed.last_error = exc
+            return
+        except SparcError as exc:
+            if isinstance(exc, AuthError):
+                self._fail_all(exc, set(wanted))
+                return
+            # The list endpoint is not there (404, 400 ...): poll each task on its own from now on.
+            log.warning("the Codex task list is not usable (%s); polling each task on its own", exc)
+            self.list_page = None
+            return
+        finally:
+            self.sweeps += 1
+            self._last_sweep = self.clock.now()
+        self._sweep_failures = 0
+        self._note_sightings(wanted, seen, unchanged, newest)
+
+    def _note_sightings(self, wanted: dict[str, float | None], seen: dict[str, Sighting], unchanged: set[str],
+                        newest: float | None) -> None:
+        now = self.clock.now()
+        changed: list[tuple[Callable[[object], None], Sighting]] = []
+        with self._cond:
+            for task_id in wanted:
+                w = self._watches.get(task_id)
+                if w is None or w.mode != "list":
+                    continue
+                if task_id in unchanged:
+                    w.last_poll, w.last_error = now, None  # not on the pages read, and known not to have changed
+                    continue
+                sighting = seen.get(task_id)
+                if sighting is None or sighting.final is None:
+                    w.mode = "direct"  # the list cannot tell: poll this one on its own
+                    continue
+                w.last_poll, w.observed, w.last_error = now, w.observed + 1, None
+                if w.on_poll is not None and sighting.status != w.last_status:
+                    changed.append((w.on_poll, sighting))  # waiters hear of each change of status
+                w.last_status = sighting.status or w.last_status
+                w.seen_mark = newest if newest is not None else w.seen_mark
+                w.polls += 1
+                if sighting.final and w.confirm_after <= now:
+                    w.mode, w.confirm_after = "confirm", now
+        for on_poll, sighting in changed:
+            on_poll(sighting)
+
+    def _fail_all(self, exc: SparcError, ids: set[str]) -> None:
+        with self._cond:
+            for task_id in ids:
+                gone = self._watches.pop(task_id, None)
+                if gone is not None:
+                    gone.error = exc
+                    gone.done.set()
+
     def _poll(self, watch: _Watch) -> None:
         try:
             details = self.fetch(watch.task_id)
         except Cancelled:
             raise
+        except (RetryableError, RetriesExhausted) as exc:
+            watch.last_error = exc  # keep the task: it is polled again at its next turn
+            if watch.mode == "confirm":
+                watch.confirm_after = self.clock.now() + self._scaled(self.policy.confirm_gap_s)
+            return
+        except TaskGone as exc:
+            watch.error = exc
+            self._forget(watch)
+            return
         except SparcError as exc:
             watch.error = exc
             self._forget(watch)
             return
+        watch.last_error = None
+        if self.status_of is not None:
+            watch.last_status = self.status_of(details)
         if watch.on_poll:
             watch.on_poll(details)
         if self.finished(details):
             watch.result = details
             self._forget(watch)
+        elif watch.mode == "confirm":
+            # The list said final, the details do not (yet): back to the list, and not asked again too soon.
+            watch.mode = "list" if self.list_page is not None else "direct"
+            watch.confirm_after = self.clock.now() + self._scaled(self.policy.confirm_gap_s)
 
     def _forget(self, watch: _Watch) -> None:
         with self._cond:
             self._watches.pop(watch.task_id, None)
         watch.done.set()
 
-    def wait(self, task_id: str, *, timeout_s: float, on_poll: Callable[[object], None] | None = None
-             ) -> tuple[object | None, int, BaseException | None]:
-        """Block until the task is finished (result), failed to poll (error) or timed out (None, None)."""
+    # ------------------------------------------------------------------ public
+
+    def wait(self, task_id: str, *, timeout_s: float, on_poll: Callable[[object], None] | None = None) -> WaitOutcome:
+        """Block until the task is finished (result), failed for good (error) or timed out."""
         now = self.clock.now()
-        watch = _Watch(task_id=task_id, started=now, last_poll=now, on_poll=on_poll)
+        mode: Mode = "list" if self.list_page is not None else "direct"
+        watch = _Watch(task_id=task_id, started=now, last_poll=now, on_poll=on_poll, mode=mode)
         with self._cond:
             self._watches[task_id] = watch
             if self._thread is None or not self._thread.is_alive():
@@ -157,8 +395,8 @@ class PollScheduler:
             if remaining <= 0:
                 with self._cond:
                     self._watches.pop(task_id, None)
-                return None, watch.polls, None
+                return WaitOutcome(None, watch.polls, None, watch.last_error, watch.last_status)
             # Wake regularly to notice the deadline and a cancelled run.
             self.clock.sleep(0)
             watch.done.wait(timeout=min(remaining, 0.05))
-        return watch.result, watch.polls, watch.error
+        return WaitOutcome(watch.result, watch.polls, watch.error, watch.last_error, watch.last_status)

@@ -1,5 +1,5 @@
 """Reading error answers: google.rpc envelopes, Codex bodies, retry hints, and the classification that
-decides retry / give up, following gemini-cli's order (shared/api/gemini.md section 3.1)."""
+decides retry / give up, following gemini-cli's order (utils/googleQuotaErrors.ts)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6
 _PLEASE_RETRY = re.compile(r"Please retry in ([0-9.]+(?:ms|s))", re.IGNORECASE)
 _RESET_AFTER = re.compile(r"(?:reset after|resets in)\s+((?:\d+(?:\.\d+)?(?:h|ms|m|s))+)", re.IGNORECASE)
 _LIMIT_ZERO = re.compile(r"limit:\s*0(?!\d|\.\d)")
-_CAPACITY_WORDS = ("exhausted your capacity", "capacity exceeded", "model_capacity_exhausted", "no capacity")
-_CAPACITY_REASONS = ("MODEL_CAPACITY_EXHAUSTED", "MODEL_CAPACITY_EXCEEDED", "INSUFFICIENT_G1_CREDITS_BALANCE")
+# gemini-cli's capacity words (googleQuotaErrors.ts); "No capacity available" is not among them, so that text
+# without details is plainly retryable. Capacity is not quota: retry.ts retries it quietly (gemini-cli utils/retry.ts).
+_CAPACITY_WORDS = ("exhausted your capacity", "capacity exceeded", "model_capacity_exhausted")
+_CAPACITY_REASONS = ("MODEL_CAPACITY_EXHAUSTED", "MODEL_CAPACITY_EXCEEDED")
+_TERMINAL_REASONS = ("INSUFFICIENT_G1_CREDITS_BALANCE",)
+# Codex usage limits (users' captures, e.g. badlogic/pi-mono issue 4172): no Retry-After; these headers and
+# body fields say when it resets.
+CODEX_RESET_HEADERS = ("x-codex-primary-reset-after-seconds",)
 
 
 def parse_duration(text: str) -> float | None:
@@ -44,8 +50,27 @@ def parse_duration(text: str) -> float | None:
 
 
 def parse_header_hint(headers: Mapping[str, str], now_wall: float | None = None) -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), else from Codex's
+    `X-Codex-Primary-Reset-After-Seconds`."""
     lower = {k.lower(): v for k, v in headers.items()}
+    hint = _retry_after(lower, now_wall)
+    if hint is not None:
+        return hint
+    for name in CODEX_RESET_HEADERS:
+        try:
+            return max(0.0, float(lower[name]))
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def is_challenge(status: int, headers: Mapping[str, str] | None) -> bool:
+    """A Cloudflare challenge page (403 with `cf-mitigated: challenge`), not an answer of the API."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    return status == 403 and lower.get("cf-mitigated", "").strip().lower() == "challenge"
+
+
+def _retry_after(lower: Mapping[str, str], now_wall: float | None) -> float | None:
     if "retry-after-ms" in lower:
         try:
             return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
@@ -56,7 +81,10 @@ def parse_header_hint(headers: Mapping[str, str], now_wall: float | None = None)
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - (now_wall if now_wall is not None else time.time()))
     return None
@@ -77,6 +105,7 @@ class ErrorBody:
     details: list[dict[str, Any]] = field(default_factory=list)
     codex_type: str = ""
     resets_at: float | None = None
+    resets_in: float | None = None
 
     def detail(self, type_suffix: str) -> dict[str, Any] | None:
         """The first detail whose `@type` ends with `type_suffix`."""
@@ -99,13 +128,14 @@ def parse_error_body(text: str) -> ErrorBody:
     err = data.get("error")
     if isinstance(err, dict):
         details = [d for d in err.get("details") or [] if isinstance(d, dict)]
-        resets = err.get("resets_at")
+        resets, resets_in = err.get("resets_at"), err.get("resets_in_seconds")
         return ErrorBody(
             message=str(err.get("message") or err.get("type") or ""),
             status_text=str(err.get("status") or ""),
             details=details,
             codex_type=next((v for v in (err.get("type"), err.get("code")) if isinstance(v, str)), ""),
-            resets_at=float(resets) if isinstance(resets, int | float) else None,
+            resets_at=float(resets) if isinstance(resets, int | float) and _number(resets) else None,
+            resets_in=float(resets_in) if isinstance(resets_in, int | float) and _number(resets_in) else None,
         )
     if isinstance(err, str):
         return ErrorBody(message=str(data.get("error_description") or err), codex_type=err)
@@ -117,7 +147,12 @@ def parse_error_body(text: str) -> ErrorBody:
     return ErrorBody(message=json.dumps(data)[:500])
 
 
-Kind = Literal["retryable", "terminal", "not_found", "validation", "auth", "transient", "fatal"]
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+Kind = Literal["retryable", "capacity", "terminal", "not_found", "validation", "auth", "transient", "fatal",
+               "challenge"]
 
 
 @dataclass
@@ -144,6 +179,9 @@ def classify(
     header_hint = parse_header_hint(headers or {}, now_wall)
     if status == 401:
         return Classification("auth", message)
+    if is_challenge(status, headers):
+        return Classification("challenge", "the server answered with a Cloudflare challenge page (cf-mitigated: "
+                                           "challenge), not with the API")
     if status == 404:
         return Classification("not_found", message)
     info = body.detail("google.rpc.ErrorInfo") or {}
@@ -155,6 +193,8 @@ def classify(
         help_ = body.detail("google.rpc.Help") or {}
         links = help_.get("links") or []
         url = links[0].get("url") if links and isinstance(links[0], dict) else None
+        if not url and metadata.get("validation_link"):  # googleQuotaErrors.ts: no Help.links -> metadata
+            url = str(metadata["validation_link"])
         return Classification("validation", message, validation_url=url)
     quota_status = status in RETRYABLE_QUOTA_STATUSES
     if quota_status and _LIMIT_ZERO.search(message):
@@ -168,17 +208,19 @@ def classify(
             return _delay_decision(hint, message)
         if quota_status:
             if any(w in lowered for w in _CAPACITY_WORDS):
-                return Classification("terminal", message)
+                return Classification("capacity", message, header_hint)
             return Classification("retryable", message, header_hint)
         return _classify_other(status, message, header_hint)
     failure = body.detail("google.rpc.QuotaFailure") or {}
     quota_ids = [str(v.get("quotaId", "")) for v in failure.get("violations") or [] if isinstance(v, dict)]
     if any("PerDay" in q or "Daily" in q for q in quota_ids):
         return Classification("terminal", f"You have exhausted your daily quota on this model. {message}")
-    if reason in _CAPACITY_REASONS:
-        return Classification("terminal", message)
     retry_info = body.detail("google.rpc.RetryInfo") or {}
     retry_delay = parse_duration(str(retry_info.get("retryDelay", ""))) if retry_info else None
+    if reason in _CAPACITY_REASONS:
+        return Classification("capacity", message, retry_delay if retry_delay is not None else header_hint)
+    if reason in _TERMINAL_REASONS:
+        return Classification("terminal", message)
     if "cloudcode-pa" in domain and reason:
         if reason == "RATE_LIMIT_EXCEEDED":
             delay = retry_delay
@@ -197,7 +239,7 @@ def classify(
     if "PerDay" in quota_limit or "Daily" in quota_limit:
         return Classification("terminal", f"You have exhausted your daily quota on this model. {message}")
     if any(w in lowered for w in _CAPACITY_WORDS):
-        return Classification("terminal", message)
+        return Classification("capacity", message, header_hint)
     return Classification("retryable", message, header_hint or parse_message_hint(message))
 
 
@@ -207,11 +249,24 @@ def _classify_codex(
     if body.codex_type == "usage_not_included":
         return Classification("terminal", message)
     delay = header_hint
+    if delay is None and body.resets_in is not None:
+        delay = max(0.0, body.resets_in)
     if delay is None and body.resets_at is not None:
         delay = max(0.0, body.resets_at - (now_wall if now_wall is not None else time.time()))
     if delay is not None:
+        if delay > MAX_RETRYABLE_DELAY_S and body.codex_type == "usage_limit_reached":
+            message = f"{message}; it resets in {format_wait(delay)}"
         return _delay_decision(delay, message)
     return Classification("retryable", message)
+
+
+def format_wait(seconds: float) -> str:
+    """`3 h 51 min`, `12 min`, `40 s`."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds:.0f} s"
 
 
 def _classify_other(status: int, message: str, header_hint: float | None) -> Classification:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from sparc_cloud import defaults
 from sparc_cloud.http.clock import Clock
 
 Key = tuple[str, str, str]
@@ -31,12 +32,12 @@ class RateLimit:
 # The runbook's measured limits (DESIGN.md): flash ~10 in a burst then ~1/s; pro ~3/min;
 # Codex task creation 10/min; Codex status polls 30/min per account.
 DEFAULT_LIMITS: dict[Key, RateLimit] = {
-    ("gemini", "generate", "gemini-2.5-flash"): RateLimit(per_minute=60, burst=10),
-    ("gemini", "generate", "gemini-2.5-pro"): RateLimit(per_minute=3, burst=3),
-    ("codex", "create", "*"): RateLimit(per_minute=10, burst=10),
-    ("codex", "poll", "*"): RateLimit(per_minute=30, burst=5),
+    ("gemini", "generate", "gemini-2.5-flash"): RateLimit(*defaults.FLASH_LIMIT),
+    ("gemini", "generate", "gemini-2.5-pro"): RateLimit(*defaults.PRO_LIMIT),
+    ("codex", "create", "*"): RateLimit(*defaults.CODEX_CREATE_LIMIT),
+    ("codex", "poll", "*"): RateLimit(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
 }
-FALLBACK_LIMIT = RateLimit(per_minute=60, burst=10)
+FALLBACK_LIMIT = RateLimit(*defaults.OTHER_LIMIT)
 
 
 @dataclass
@@ -102,6 +103,22 @@ class RateLimiters:
             delay = allow_at - now + self.safety_s if allow_at > now else 0.0
             bucket.waited_s += delay
             return delay
+
+    def ready_in(self, key: Key, count: int = 1) -> float:
+        """Seconds until `count` requests for `key` could all go at once without waiting (0: now); nothing is
+        reserved. How a scheduler keeps a slot in hand for what must not wait."""
+        with self._lock:
+            bucket = self._bucket(key)
+            now = self.clock.now()
+            interval = bucket.limit.interval(self.time_scale)
+            tat = max(bucket.tat, now)
+            allow_at = tat + (count - 1) * interval - self._tolerance(bucket, self.headroom)
+            return max(0.0, allow_at - now, bucket.paused_until - now)
+
+    def spare_slots(self, key: Key) -> int:
+        """How many requests the client's share of the burst holds beyond the next one (0 for burst <= 2)."""
+        limit = self.limit_for(key)
+        return max(0, limit.burst - 1 - self.headroom)
 
     def try_acquire(self, key: Key, *, leeway_s: float = 0.0) -> float:
         """Admit one request now if `key` conforms (returns 0), else return the seconds until it would.

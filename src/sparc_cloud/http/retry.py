@@ -1,7 +1,8 @@
 """The one retry policy both clients share (tenacity underneath).
 
 What is retried is decided by the error type (see `classify.py`): `RateLimited`, `TransientError` and
-`MalformedResponse` (the last only `malformed_retries` times). The wait is
+`MalformedResponse` (the last only `malformed_retries` times); a refused connection to this machine
+(`Unreachable` on a loopback address) is given up after `loopback_attempts` tries. The wait is
 `min(max_wait, max(server hint, backoff))`, where backoff doubles from `initial_s` up to `max_backoff_s`
 with +-30 % jitter; attempts and the total deadline are bounded. Each retry is reported to `on_retry`
 (the UI event) and a rate-limit hint to `on_rate_limited` (which pauses the limiter key for every
@@ -16,7 +17,8 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from sparc_cloud.errors import MalformedResponse, RateLimited, RetriesExhausted, RetryableError
+from sparc_cloud import defaults
+from sparc_cloud.errors import MalformedResponse, RateLimited, RetriesExhausted, RetryableError, Unreachable
 from sparc_cloud.http.clock import Clock
 
 T = TypeVar("T")
@@ -26,14 +28,15 @@ T = TypeVar("T")
 class RetryPolicy:
     """Bounds and pacing of retries. `time_scale` shrinks every duration (the simulator uses it)."""
 
-    max_attempts: int = 8
-    deadline_s: float = 900.0
-    initial_s: float = 2.0
-    max_backoff_s: float = 30.0
-    max_wait_s: float = 300.0
-    jitter: float = 0.3
-    malformed_retries: int = 1
+    max_attempts: int = defaults.RETRY_MAX_ATTEMPTS
+    deadline_s: float = defaults.RETRY_DEADLINE_S
+    initial_s: float = defaults.RETRY_INITIAL_S
+    max_backoff_s: float = defaults.RETRY_MAX_BACKOFF_S
+    max_wait_s: float = defaults.RETRY_MAX_WAIT_S
+    jitter: float = defaults.RETRY_JITTER
+    malformed_retries: int = defaults.MALFORMED_RETRIES
     time_scale: float = 1.0
+    loopback_attempts: int = defaults.LOOPBACK_CONNECT_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ def call_with_retry(
     def stop(state: RetryCallState) -> bool:
         if state.attempt_number >= policy.max_attempts:
             return True
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Unreachable) and exc.loopback and state.attempt_number >= policy.loopback_attempts:
+            return True
         return clock.now() - start + (state.upcoming_sleep or 0.0) > policy.deadline_s * scale
 
     def before_sleep(state: RetryCallState) -> None:
@@ -91,9 +97,12 @@ def call_with_retry(
         if isinstance(exc, RateLimited) and exc.delay and on_rate_limited:
             on_rate_limited(exc.delay)
         if on_retry:
+            where = endpoint
+            if isinstance(exc, Unreachable):  # say where we tried and which setting says so, on every retry
+                where = str(exc)
             on_retry(
                 RetryNotice(
-                    endpoint=endpoint,
+                    endpoint=where,
                     attempt=state.attempt_number,
                     status=status,
                     wait_s=state.upcoming_sleep or 0.0,
@@ -119,6 +128,11 @@ def call_with_retry(
     except RetryableError as exc:
         elapsed = clock.now() - start
         what = "rate limited" if isinstance(exc, RateLimited) else "failing"
+        if isinstance(exc, Unreachable):
+            check = f"Check {exc.setting}" if exc.setting else "Check the address"
+            running = " (is the server running?)" if exc.loopback else " and the network"
+            raise RetriesExhausted(f"{exc}; gave up after {attempts} attempt(s) over {elapsed:.1f} s. "
+                                   f"{check}{running}.", attempts=attempts, status=None) from exc
         raise RetriesExhausted(
             f"{endpoint}: still {what} after {attempts} attempt(s) over {elapsed:.1f} s; "
             f"last error: {exc}. Try again later, or raise SPARC_RETRY_MAX_ATTEMPTS / "

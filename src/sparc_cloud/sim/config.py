@@ -9,8 +9,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparc_cloud import defaults
 from sparc_cloud.errors import ConfigError
 
 Endpoint = Literal[
@@ -19,6 +20,8 @@ Endpoint = Literal[
 FAULT_RESPONSES = (
     "400", "401", "403", "404", "500", "502", "503", "504", "429", "quota-daily", "capacity", "truncated",
     "malformed", "empty", "error-200", "reset", "huge",
+    # codex.create only: the task IS created, then the answer is lost (a 502, a reset, or no answer at all)
+    "created-502", "created-reset", "created-timeout",
 )
 
 
@@ -47,6 +50,12 @@ class Fault(BaseModel):
     @classmethod
     def _known(cls, values: list[str]) -> list[str]:
         return [_check_response(v) for v in values]
+
+    @model_validator(mode="after")
+    def _created_only_on_create(self) -> Fault:
+        if self.endpoint != "codex.create" and any(r.startswith("created-") for r in self.responses):
+            raise ValueError("created-502 / created-reset / created-timeout apply to endpoint codex.create only")
+        return self
 
 
 class TaskScript(BaseModel):
@@ -80,10 +89,10 @@ def _default_latency() -> dict[str, tuple[float, float]]:
 
 def _default_limits() -> dict[str, LimitSpec]:
     return {
-        "gemini-2.5-flash": LimitSpec(per_minute=60, burst=10),
-        "gemini-2.5-pro": LimitSpec(per_minute=3, burst=3),
-        "codex.create": LimitSpec(per_minute=10, burst=10),
-        "codex.poll": LimitSpec(per_minute=30, burst=5),
+        "gemini-2.5-flash": LimitSpec(per_minute=defaults.FLASH_LIMIT[0], burst=defaults.FLASH_LIMIT[1]),
+        "gemini-2.5-pro": LimitSpec(per_minute=defaults.PRO_LIMIT[0], burst=defaults.PRO_LIMIT[1]),
+        "codex.create": LimitSpec(per_minute=defaults.CODEX_CREATE_LIMIT[0], burst=defaults.CODEX_CREATE_LIMIT[1]),
+        "codex.poll": LimitSpec(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
     }
 
 
@@ -92,8 +101,8 @@ class SimConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 1
-    time_scale: float = Field(default=0.02, gt=0, le=10)
+    seed: int = defaults.SIM_SEED
+    time_scale: float = Field(default=defaults.SIM_TIME_SCALE, gt=0, le=10)
     latency: dict[str, tuple[float, float]] = Field(default_factory=_default_latency)
     limits: dict[str, LimitSpec] = Field(default_factory=_default_limits)
     enforce_limits: bool = True
@@ -106,6 +115,10 @@ class SimConfig(BaseModel):
         ]
     )
     project_id: str = "sim-project-4242"
+    # false: the Google account has no Code Assist tier yet; loadCodeAssist offers the free tier and the
+    # client must onboardUser (a long-running operation, done after `onboard_polls` polls) first
+    onboarded: bool = True
+    onboard_polls: int = Field(default=2, ge=0)
     environments: list[dict[str, object]] = Field(
         default_factory=lambda: [
             {"id": "env_sim_memory_extension", "label": "memory-extension", "is_pinned": True, "task_count": 12},

@@ -52,13 +52,26 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "module"
 
 
+_HEADER = re.compile(r"SPARC phase \d+ \((\w+)\):\s*([^\n]*)", re.IGNORECASE)
+_KINDS = ("research", "specification", "pseudocode", "architecture", "refinement", "integration", "completion")
+
+
 def text_kind(prompt: str) -> str:
-    """What a Gemini prompt asks for, judged from its opening lines."""
-    head = prompt[:400].lower()
-    for kind in ("research", "specification", "pseudocode", "architecture", "completion"):
-        if kind in head:
+    """What a prompt asks for: its `SPARC phase N (kind): what` header (the packaged templates), else the
+    kind word that comes first in its opening lines (a project's own templates)."""
+    head = prompt[:400]
+    match = _HEADER.search(head)
+    if match:
+        kind, what = match.group(1).lower(), match.group(2).lower()
+        if kind == "specification":
+            return "research" if what.startswith("research") else "specification"
+        if kind == "refinement":
+            return "integration" if what.startswith("integration") else "refinement"
+        if kind in _KINDS:
             return kind
-    return "answer"
+    lowered = head.lower()
+    found = [(lowered.find(k), k) for k in _KINDS if k in lowered]
+    return min(found)[1] if found else "answer"
 
 
 def gemini_text(prompt: str, seed: int) -> str:
@@ -97,6 +110,12 @@ def gemini_text(prompt: str, seed: int) -> str:
                   "- **Context optimizer**: ranking and token budgeting.", "",
                   "## Data flow", "client -> MCP server -> memory manager -> vector store -> context optimizer -> client",
                   "", "## Decisions", *[f"- {p.capitalize()}." for p in points[:4]]]
+    elif kind in ("refinement", "integration"):
+        name = subject(prompt, "Component") if kind == "refinement" else "the integration"
+        lines += [f"# Implementation notes: {name}", "", "## Modules",
+                  f"- `{slug(name)}.py`: the public interface named in the architecture, with type hints.",
+                  f"- `test_{slug(name)}.py`: unit tests for every rule of the pseudocode.", "",
+                  "## Steps", *[f"{i}. {p.capitalize()}." for i, p in enumerate(points[:4], 1)]]
     elif kind == "completion":
         lines += [f"# Tests and documentation: {project}", "", "## Test plan",
                   "- Unit tests per component, property tests for ranking, an end-to-end test over MCP.",
@@ -117,7 +136,7 @@ def codex_result(prompt: str, seed: int) -> tuple[str, str, list[str]]:
     """(summary text, unified diff, worklog) for a Codex task prompt."""
     rng = _rng(seed, prompt)
     project = slug(subject(prompt, "Project"))
-    integration = "integration" in prompt[:400].lower()
+    integration = text_kind(prompt) == "integration"
     if integration:
         module = "app"
         body = textwrap.dedent(f'''\

@@ -1,8 +1,10 @@
-"""Error bodies exactly as the real services send them (shared/api/gemini.md section 3 and its fixtures;
-shared/api/codex.md sections 5 and 6)."""
+"""Error bodies exactly as the real services send them: google.rpc envelopes as gemini-cli's tests
+(utils/googleQuotaErrors.test.ts) and its users' reports show them; Codex bodies as openai/codex and its users'
+reports show them."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -112,13 +114,40 @@ def model_not_found(model: str) -> dict[str, Any]:
                         "and their supported methods.")
 
 
-def codex_usage_limit(resets_in_s: float) -> dict[str, Any]:
-    """Codex 429 body (the model API's usage_limit_reached shape, codex.md section 5)."""
-    return {"error": {"type": "usage_limit_reached", "plan_type": "pro", "resets_at": int(time.time() + resets_in_s)}}
+def reset_seconds(seconds: float, time_scale: float = 1.0) -> float | int:
+    """Seconds as the usage-limit fields carry them: whole seconds (rounded up) in real time; under a
+    compressed time scale, milliseconds precision so waits shrink with the scale."""
+    if time_scale >= 1.0:
+        return max(1, math.ceil(seconds))
+    return max(0.001, round(seconds, 3))
+
+
+def codex_usage_limit(resets_in_s: float, time_scale: float = 1.0, plan: str = "pro") -> dict[str, Any]:
+    """Codex 429 `usage_limit_reached` body as users captured it (e.g. badlogic/pi-mono issue 4172): `resets_at`,
+    `resets_in_seconds`, no Retry-After (the headers are `codex_usage_headers`)."""
+    return {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", "plan_type": plan,
+                      "resets_at": int(time.time() + resets_in_s), "eligible_promo": None,
+                      "resets_in_seconds": reset_seconds(resets_in_s, time_scale)}}
+
+
+def codex_usage_headers(resets_in_s: float, time_scale: float = 1.0) -> dict[str, str]:
+    """The headers of that 429: `X-Codex-Primary-Reset-After-Seconds` and `X-Codex-Primary-Used-Percent`."""
+    return {"X-Codex-Primary-Reset-After-Seconds": str(reset_seconds(resets_in_s, time_scale)),
+            "X-Codex-Primary-Used-Percent": "100"}
+
+
+def service_disabled(project: str) -> dict[str, Any]:
+    """403 for a Code Assist call billed to a project without the API (users' reports in gemini-cli's issues)."""
+    return google_error(403, "PERMISSION_DENIED",
+                        f"Cloud Code Private API has not been used in project {project} before or it is disabled. "
+                        "Enable it by visiting https://console.developers.google.com/apis/api/"
+                        f"cloudcode-pa.googleapis.com/overview?project={project} then retry.",
+                        [{"@type": _T + "ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
+                          "metadata": {"consumer": f"projects/{project}", "service": "cloudcode-pa.googleapis.com"}}])
 
 
 def codex_detail(message: str) -> dict[str, Any]:
-    """Codex `{detail}` error body (codex.md section 6)."""
+    """Codex `{detail}` error body (third-party observations of the backend)."""
     return {"detail": message}
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
 import json
-import math
 import re
+import secrets as pysecrets
+import select
 import socket
 import threading
 import time
@@ -15,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sparc_cloud.errors import ConfigError
 from sparc_cloud.fsutil import atomic_write_text
 from sparc_cloud.sim import envelopes as env
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
@@ -38,6 +42,9 @@ def huge_text() -> str:
     return "> Simulated huge output.\n" + _HUGE_UNIT * (10 * 1024 * 1024 // len(_HUGE_UNIT.encode()) + 1)
 
 _CODEX_PREFIX = re.compile(r"^(?:/backend-api/wham|/backend-api/codex|/api/codex)(/.*)$")
+_OPERATION = re.compile(r"^/v1internal/(operations/[A-Za-z0-9_-]+)$")
+_FINAL = ("completed", "failed", "cancelled")
+_HANG_UP_WAIT_S = 60.0  # created-timeout: how long the server waits at most for the client to give up
 _PUBLIC_GENERATE = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
 _LEEWAY_S = 0.002
 
@@ -123,6 +130,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._generate(code_assist=True, model=None)
         if method == "POST" and path == "/v1internal:loadCodeAssist":
             return self._load_code_assist()
+        if method == "POST" and path == "/v1internal:onboardUser":
+            return self._onboard_user()
+        match = _OPERATION.match(path)
+        if method == "GET" and match:
+            return self._operation(match.group(1))
         match = _PUBLIC_GENERATE.match(path)
         if method == "POST" and match:
             return self._generate(code_assist=False, model=urllib.parse.unquote(match.group(1)))
@@ -160,8 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _apply_fault(self, endpoint: str, model: str, *, google: bool, code_assist: bool = True) -> None:
         fault = self.state.next_fault(endpoint, model)
-        if fault is None:
-            return
+        if fault is not None:
+            self._answer_fault(fault, model, google=google, code_assist=code_assist)
+
+    def _answer_fault(self, fault: str, model: str, *, google: bool, code_assist: bool = True) -> None:
         base, _, arg = fault.partition(":")
         scale = self.state.config.time_scale
         if base == "reset":
@@ -189,12 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
         if base == "429":
             delay = (float(arg.rstrip("s")) if arg else 2.0) * scale
             if not google:
-                raise _Reply(429, env.codex_usage_limit(delay), _hint_headers(delay))
+                raise _Reply(429, env.codex_usage_limit(delay, scale), env.codex_usage_headers(delay, scale))
             body = env.code_assist_rate_limit(model, delay) if code_assist else env.public_rate_limit(model, delay)
             raise _Reply(429, body)
         if base == "quota-daily":
             if not google:
-                raise _Reply(429, env.codex_usage_limit(9 * 3600), _hint_headers(9 * 3600))
+                raise _Reply(429, env.codex_usage_limit(9 * 3600), env.codex_usage_headers(9 * 3600))
             raise _Reply(429, env.daily_quota(model, code_assist))
         if base == "capacity":
             raise _Reply(503, env.capacity(model))
@@ -234,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(400, env.google_simple(400, "Request contains an invalid argument: model, project "
                                                          "and request are required."))
             if body["project"] != self.state.config.project_id:
-                raise _Reply(403, env.google_simple(403))
+                raise _Reply(403, env.service_disabled(str(body["project"])))
             unknown = set(body) - {"model", "project", "user_prompt_id", "request", "enabled_credit_types"}
         else:
             request = body
@@ -294,9 +308,45 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
             raise _Reply(400, env.google_simple(400))
         self._apply_fault("gemini.load", "", google=True)
-        tier = {"id": "standard-tier", "name": "Gemini Code Assist (simulated)", "isDefault": True}
-        raise _Reply(200, {"currentTier": tier, "allowedTiers": [tier],
+        free = {"id": "free-tier", "name": "Gemini Code Assist for individuals (simulated)", "isDefault": True}
+        standard = {"id": "standard-tier", "name": "Gemini Code Assist (simulated)", "isDefault": False,
+                    "userDefinedCloudaicompanionProject": True}
+        if not self.state.onboarded:
+            raise _Reply(200, {"allowedTiers": [free, standard]})
+        # The account's own (managed) project wins over the one the client offers, as for a free-tier user.
+        raise _Reply(200, {"currentTier": free, "allowedTiers": [free, standard],
                            "cloudaicompanionProject": self.state.config.project_id})
+
+    def _onboard_user(self) -> None:
+        with self.state.lock:
+            self.state.counters.requests["gemini.onboard"] += 1
+        self._gemini_auth(True)
+        body = self._json_body(google=True)
+        if not isinstance(body, dict) or not body.get("tierId") or not isinstance(body.get("metadata"), dict):
+            raise _Reply(400, env.google_simple(400, "Request contains an invalid argument: tierId and metadata "
+                                                     "are required."))
+        if body["tierId"] == "free-tier" and body.get("cloudaicompanionProject"):
+            raise _Reply(400, env.google_error(400, "FAILED_PRECONDITION", "Precondition Failed"))
+        name = "operations/onboard-" + pysecrets.token_hex(8)
+        with self.state.lock:
+            self.state.operations[name] = self.state.config.onboard_polls
+        raise _Reply(200, self._lro(name))
+
+    def _operation(self, name: str) -> None:
+        self._gemini_auth(True)
+        with self.state.lock:
+            if name not in self.state.operations:
+                raise _Reply(404, env.google_error(404, "NOT_FOUND", f"Operation {name} not found."))
+            self.state.operations[name] = max(0, self.state.operations[name] - 1)
+        raise _Reply(200, self._lro(name))
+
+    def _lro(self, name: str) -> dict[str, Any]:
+        with self.state.lock:
+            if self.state.operations[name] > 0:
+                return {"name": name, "done": False}
+            self.state.onboarded = True
+        project = self.state.config.project_id
+        return {"name": name, "done": True, "response": {"cloudaicompanionProject": {"id": project, "name": project}}}
 
     def _google_token(self) -> None:
         form = urllib.parse.parse_qs(self._body().decode("utf-8", "replace"))
@@ -356,7 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.counters.rate_limited[f"codex:{key}"] += 1
                 self.state.rate_limited_log.append((self.state.clock.now() - self.state.started, f"codex.{key}", wait))
-            raise _Reply(429, env.codex_usage_limit(wait), _hint_headers(wait))
+            scale = self.state.config.time_scale
+            raise _Reply(429, env.codex_usage_limit(wait, scale), env.codex_usage_headers(wait, scale))
 
     def _create_task(self) -> None:
         with self.state.lock:
@@ -374,10 +425,30 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if not prompt:
             raise _Reply(400, env.codex_detail("input_items must contain a user message"))
-        self._apply_fault("codex.create", "", google=False)
+        fault = self.state.next_fault("codex.create", "")
+        if fault is not None and not fault.startswith("created-"):
+            self._answer_fault(fault, "", google=False)
         self._codex_limit("create")
         task = self.state.create_task(str(env_id), prompt)
+        if fault == "created-502":
+            raise _Reply(502, env.BAD_GATEWAY_HTML)
+        if fault == "created-reset":
+            self._reset()
+            raise _Reply(-1, None)
+        if fault == "created-timeout":
+            self._wait_for_hang_up()
+            raise _Reply(-1, None)
         raise _Reply(200, {"task": {"id": task.id}})
+
+    def _wait_for_hang_up(self) -> None:
+        """Answer nothing until the client gives up (its timeout closes the connection), then close."""
+        deadline = time.monotonic() + _HANG_UP_WAIT_S
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([self.connection], [], [], 0.05)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    break
+        self._reset()
 
     def _find_task(self, task_id: str) -> SimTask:
         task = self.state.tasks.get(task_id)
@@ -396,19 +467,52 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Reply(200, _details_body(task, status, self.state))
 
     def _list_tasks(self) -> None:
+        """`GET /tasks/list?limit&task_filter&cursor&environment_id`: the environment's tasks, most recently
+        updated first, in pages with an opaque cursor; under the same budget as the task polls."""
+        with self.state.lock:
+            self.state.counters.requests["codex.list"] += 1
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-        limit = int(query.get("limit", ["20"])[0])
+        try:
+            limit = int(query.get("limit", ["20"])[0])
+        except ValueError:
+            raise _Reply(400, env.codex_detail("limit must be an integer")) from None
+        if not 1 <= limit <= 100:
+            raise _Reply(400, env.codex_detail("limit must be between 1 and 100"))
+        offset = _decode_cursor(query.get("cursor", [""])[0])
+        env_id = query.get("environment_id", [""])[0]
+        self._apply_fault("codex.list", "", google=False)
+        self._codex_limit("poll")
+        with self.state.lock:
+            tasks = [t for t in self.state.tasks.values() if not env_id or t.environment_id == env_id]
+        rows = [(t, self.state.task_status(t)) for t in tasks]
+        rows.sort(key=lambda r: (-r[0].updated_wall(r[1]), -r[0].index))
+        page = rows[offset: offset + limit]
+        self.state.record_listing(page)
         items = [
-            {"id": t.id, "title": _title(t), "archived": False, "has_unread_turn": False,
-             "created_at": t.created_wall, "updated_at": t.created_wall,
-             "task_status_display": _status_display(self.state.task_status(t), t)}
-            for t in sorted(self.state.tasks.values(), key=lambda t: -t.index)
+            {"id": t.id, "title": _title(t), "archived": False, "has_unread_turn": status in _FINAL,
+             "has_generated_title": True, "created_at": t.created_wall, "updated_at": t.updated_wall(status),
+             "task_status_display": _status_display(status, t, self.state)}
+            for t, status in page
         ]
-        raise _Reply(200, {"items": items[:limit], "cursor": None})
+        more = offset + limit < len(rows)
+        raise _Reply(200, {"items": items, "cursor": _encode_cursor(offset + limit) if more else None})
 
 
-def _hint_headers(delay_s: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(delay_s))), "retry-after-ms": str(int(delay_s * 1000))}
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    if not cursor:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset = int(data["o"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _Reply(400, env.codex_detail("invalid cursor")) from None
+    if offset < 0:
+        raise _Reply(400, env.codex_detail("invalid cursor"))
+    return offset
 
 
 def _title(task: SimTask) -> str:
@@ -416,12 +520,17 @@ def _title(task: SimTask) -> str:
     return first.strip("# ")[:80]
 
 
-def _status_display(status: str, task: SimTask) -> dict[str, Any]:
+def _status_display(status: str, task: SimTask, state: SimState) -> dict[str, Any]:
+    """`task_status_display` with the keys `codex cloud list` reads (openai/codex cloud-tasks-client http.rs)."""
+    label = next((str(e.get("label") or e.get("id")) for e in state.config.environments
+                  if e.get("id") == task.environment_id), task.environment_id)
+    added = task.diff.count("\n+") - task.diff.count("\n+++") if status == "completed" else 0
     return {"latest_turn_status_display": {"turn_status": status, "sibling_turn_ids": [],
-                                           "diff_stats": {"files_modified": task.diff.count("diff --git"),
-                                                          "lines_added": task.diff.count("\n+") - task.diff.count("\n+++"),
-                                                          "lines_removed": 0}},
-            "environment_label": task.environment_id}
+                                           "diff_stats": {"files_modified": task.diff.count("diff --git")
+                                                          if status == "completed" else 0,
+                                                          "lines_added": added, "lines_removed": 0},
+                                           "created_at": task.created_wall, "updated_at": task.updated_wall(status)},
+            "environment_label": label}
 
 
 def _details_body(task: SimTask, status: str, state: SimState) -> dict[str, Any]:
@@ -447,13 +556,13 @@ def _details_body(task: SimTask, status: str, state: SimState) -> dict[str, Any]
     return {
         "task": {"id": task.id, "title": _title(task), "archived": False, "external_pull_requests": [],
                  "created_at": task.created_wall, "environment_id": task.environment_id,
-                 "updated_at": task.created_wall + (task.duration_s if finished else 0.0),
+                 "updated_at": task.updated_wall(status),
                  "current_turn_id": turn_id, "has_unread_turn": finished},
         "current_user_turn": {"id": f"{task.id}~usrtrn", "turn_status": "completed", "input_items": [
             {"type": "message", "role": "user", "content": [{"content_type": "text", "text": task.prompt}]}]},
         "current_assistant_turn": assistant,
         "current_diff_task_turn": None,
-        "task_status_display": _status_display(status, task),
+        "task_status_display": _status_display(status, task, state),
     }
 
 
@@ -470,6 +579,20 @@ def client_settings(url: str, paths: dict[str, Path]) -> dict[str, Any]:
     }
 
 
+def _written_by_simulator(path: Path) -> bool:
+    """Whether a credential file holds the simulator's fake tokens (so writing over it loses nothing)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    inner = data.get("tokens")
+    tokens: dict[str, Any] = inner if isinstance(inner, dict) else data
+    refresh = str(tokens.get("refresh_token") or "")
+    return refresh.startswith(("1//sim-", "rt_sim_")) or tokens.get("account_id") == SIM_ACCOUNT_ID
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -484,9 +607,15 @@ class Simulator:
     """Both clouds on 127.0.0.1. Use as a context manager, or `start()` / `stop()`."""
 
     def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"Port {port} does not exist: give a port from 1 to 65535 (0 picks a free one).")
         self.config = config or SimConfig()
         self.state = SimState(self.config)
-        self._server = _Server((host, port), self.state)
+        try:
+            self._server = _Server((host, port), self.state)
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Choose another port (0 picks a "
+                              "free one).") from None
         self._thread: threading.Thread | None = None
 
     @property
@@ -535,17 +664,40 @@ class Simulator:
         """The counters `/_sim/counters` serves."""
         return self.state.snapshot()
 
+    def add_environment(self, name: str | None) -> None:
+        """Know the Codex environment a project names (by id or label), so `init NAME` then a sim run works."""
+        if name and name.strip():
+            self.state.add_environment(name.strip())
+
     def write_credentials(self, home: Path) -> dict[str, Path]:
-        """Write fake Gemini and Codex credential files the simulator accepts, under `home`."""
-        gemini = self.state.issue_gemini()
+        """Write fake Gemini and Codex credential files the simulator accepts, under `home`.
+
+        Refuses (ConfigError) to overwrite credential files it did not write itself (a real login), and says
+        so plainly when `home` is not a writable folder."""
         g_path = home / ".gemini" / "oauth_creds.json"
+        c_path = home / ".codex" / "auth.json"
+        if home.exists() and not home.is_dir():
+            raise ConfigError(f"{home} is a file, not a folder: give --write-creds a folder (it gets .gemini/ and "
+                              ".codex/ inside).")
+        for path in (g_path, c_path):
+            if path.exists() and not _written_by_simulator(path):
+                raise ConfigError(f"{path} already exists and is not a simulator credential file (a real login?); "
+                                  "it is left untouched. Give --write-creds an empty folder, e.g. a new temporary "
+                                  "one.")
+        try:
+            return self._write_credentials(g_path, c_path)
+        except OSError as exc:
+            raise ConfigError(f"Cannot write the simulator's credential files under {home}: "
+                              f"{exc.strerror or exc}. Give --write-creds a folder you can write to.") from None
+
+    def _write_credentials(self, g_path: Path, c_path: Path) -> dict[str, Path]:
+        gemini = self.state.issue_gemini()
         atomic_write_text(g_path, json.dumps({
             "access_token": gemini["access_token"], "refresh_token": self.state.new_refresh_token("gemini"),
-            "scope": gemini["scope"], "token_type": "Bearer",
+            "scope": gemini["scope"], "token_type": "Bearer", "id_token": self.state.google_id_token(),
             "expiry_date": int((time.time() + float(gemini["expires_in"])) * 1000),
         }, indent=2), mode=0o600)
         codex = self.state.issue_codex()
-        c_path = home / ".codex" / "auth.json"
         atomic_write_text(c_path, json.dumps({
             "auth_mode": "chatgpt", "OPENAI_API_KEY": None,
             "tokens": {"id_token": codex["id_token"], "access_token": codex["access_token"],

@@ -49,12 +49,25 @@ class SimTask:
     worklog: list[str]
     script: TaskScript | None = None
     polls: int = 0
-    detected_mono: float | None = None
+    detected_mono: float | None = None  # first details answer that showed it finished
+    seen_mono: float | None = None  # first answer of any kind (list or details) that showed it finished
 
     @property
     def done_mono(self) -> float:
         """When the task finishes (monotonic)."""
         return self.created_mono + self.duration_s
+
+    def changed_at(self, status: str) -> float:
+        """Seconds after creation of the last change of status (what moves `updated_at`)."""
+        if status == "pending":
+            return 0.0
+        if status == "in_progress":
+            return self.duration_s * 0.1
+        return self.duration_s
+
+    def updated_wall(self, status: str) -> float:
+        """`updated_at`: epoch seconds of the last change."""
+        return self.created_wall + self.changed_at(status)
 
 
 @dataclass
@@ -91,6 +104,8 @@ class SimState:
         self.served: list[tuple[str, str, str, float]] = []
         self.started = self.clock.now()
         self.rate_limited_log: list[tuple[float, str, float]] = []  # (seconds since start, key, wait)
+        self.onboarded = config.onboarded
+        self.operations: dict[str, int] = {}  # onboardUser operation name -> polls before it is done
 
     def _limiters(self, config: SimConfig) -> RateLimiters:
         limits: dict[Key, RateLimit] = {}
@@ -102,6 +117,17 @@ class SimState:
                 limits[("gemini", "generate", name)] = limit
         return RateLimiters(self.clock, limits, time_scale=config.time_scale,
                             fallback=RateLimit(per_minute=600, burst=60))
+
+    def add_environment(self, name: str) -> dict[str, object]:
+        """Make the simulator know a Codex environment by this id or name (case-insensitive), adding it if new."""
+        with self.lock:
+            for env in self.config.environments:
+                if env.get("id") == name or str(env.get("label") or "").lower() == name.lower():
+                    return env
+            slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "env"
+            env = {"id": f"env_sim_{slug}", "label": name, "is_pinned": False, "task_count": 0}
+            self.config = self.config.model_copy(update={"environments": [*self.config.environments, env]})
+            return env
 
     def set_scenario(self, faults: list[Fault], tasks: list[TaskScript]) -> None:
         """Replace the fault scripts (counts restart)."""
@@ -121,6 +147,12 @@ class SimState:
         life = self.config.gemini_token_life_s * self.config.time_scale
         return {"access_token": token, "expires_in": life, "token_type": "Bearer",
                 "scope": "https://www.googleapis.com/auth/cloud-platform"}
+
+    def google_id_token(self) -> str:
+        """An OpenID token like the one google-auth-library stores (`email` claim), unsigned."""
+        claims = {"iss": "https://accounts.google.com", "email": "sim@example.invalid", "email_verified": True,
+                  "iat": int(time.time()), "exp": int(time.time()) + 3600}
+        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.sig"
 
     def new_refresh_token(self, kind: str) -> str:
         """A refresh token the token endpoints will accept."""
@@ -234,8 +266,20 @@ class SimState:
         """Count a poll and when completion was first seen."""
         with self.lock:
             task.polls += 1
-            if status == "completed" and task.detected_mono is None:
-                task.detected_mono = self.clock.now()
+            if status in ("completed", "failed", "cancelled"):
+                now = self.clock.now()
+                if task.detected_mono is None:
+                    task.detected_mono = now
+                if task.seen_mono is None:
+                    task.seen_mono = now
+
+    def record_listing(self, shown: list[tuple[SimTask, str]]) -> None:
+        """A list page showed these tasks with these statuses: note when each was first seen finished."""
+        now = self.clock.now()
+        with self.lock:
+            for task, status in shown:
+                if status in ("completed", "failed", "cancelled") and task.seen_mono is None:
+                    task.seen_mono = now
 
     # ---------------------------------------------------------------- counters
 
@@ -249,10 +293,12 @@ class SimState:
                     "polls": t.polls,
                     "detection_delay_s": (round(t.detected_mono - t.done_mono, 4)
                                           if t.detected_mono is not None else None),
+                    "seen_delay_s": round(t.seen_mono - t.done_mono, 4) if t.seen_mono is not None else None,
                 }
                 for t in self.tasks.values()
             }
             return {
+                "codex_tasks_created": len(self.tasks),
                 "requests": dict(c.requests),
                 "status_sent": dict(c.status_sent),
                 "rate_limited": dict(c.rate_limited),
