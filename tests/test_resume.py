@@ -80,12 +80,17 @@ def printed_command(output: str) -> list[str]:
 # ----------------------------------------------------------------------------- 1: a kill during phase 1
 
 
-def test_sigkill_during_phase_1_keeps_every_finished_agent_for_resume(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+def kill_phase_1_after(out: Path, agents_finished: int) -> None:
+    """Start a run one agent at a time and SIGKILL it once that many agents have finished."""
     proc = start(out, "--no-progress", "--concurrency", "1")
-    wait_until(lambda: len(finished(out)) >= 2, proc, "two agents finished")
+    wait_until(lambda: len(finished(out)) >= agents_finished, proc, f"{agents_finished} agent(s) finished")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_during_phase_1_keeps_every_finished_agent_for_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    kill_phase_1_after(out, 2)
     done = finished(out)
     assert all(aid.startswith("p1-research-") for aid in done), done  # phase 1 had not ended
     run_id = bundle(out)["run_id"]  # the bundle exists (and parses) from the first moment of a run
@@ -99,10 +104,7 @@ def test_sigkill_during_phase_1_keeps_every_finished_agent_for_resume(tmp_path: 
 
 def test_resume_works_from_the_journal_alone(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start(out, "--no-progress", "--concurrency", "1")
-    wait_until(lambda: len(finished(out)) >= 3, proc, "three agents finished")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_phase_1_after(out, 3)
     done = finished(out)
     run_id = journal(out)[0]["run_id"]
     (out / "bundle.json").unlink()  # lost: only the journal is left
@@ -115,10 +117,7 @@ def test_resume_works_from_the_journal_alone(tmp_path: Path) -> None:
 
 def test_a_fresh_run_moves_a_journal_only_run_into_history_under_its_id(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start(out, "--no-progress", "--concurrency", "1")
-    wait_until(lambda: len(finished(out)) >= 1, proc, "an agent finished")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_phase_1_after(out, 1)
     run_id = journal(out)[0]["run_id"]
     (out / "bundle.json").unlink()
     assert sim_run(out)[0] == 0  # a fresh run (no --resume, no --phases) starts a new run
