@@ -178,3 +178,16 @@ def test_ollama_style_error_strings_are_read() -> None:
     chat, _, _ = client()
     with pytest.raises(ModelNotFound, match="try pulling it first"):
         chat.complete("p", model="llama9")
+
+
+@responses.activate
+def test_tokens_per_minute_paces_requests_by_their_size() -> None:
+    for _ in range(2):
+        responses.post(URL, json=completion())
+    limits = {("openai", "generate", "*"): RateLimit(per_minute=6000, burst=100),
+              ("openai", "tokens", "*"): RateLimit(per_minute=60, burst=1)}  # 60 000 tokens a minute
+    chat, clock, _ = client(limits=limits)
+    chat.complete("x" * 4000, model="gpt-4.1")  # about 1 000 tokens: one unit
+    assert clock.sleeps == []
+    chat.complete("x" * 4000, model="gpt-4.1")
+    assert sum(clock.sleeps) >= 0.9  # the next thousand tokens wait for the token budget, not the request one

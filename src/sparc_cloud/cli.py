@@ -622,6 +622,7 @@ def sim_serve(
     """
     from sparc_cloud.errors import SparcError
     from sparc_cloud.sim import SimConfig, Simulator, load_scenario
+    from sparc_cloud.sim.chat import SIM_CHAT_KEY
 
     settings = _settings(flags={"sim_time_scale": "--time-scale"}, sim_time_scale=time_scale)
     try:
@@ -638,6 +639,7 @@ def sim_serve(
     typer.echo(f"  SPARC_GEMINI_OAUTH_TOKEN_URL={sim.url}/token")
     typer.echo(f"  SPARC_CODEX_BASE_URL={sim.codex_base_url}")
     typer.echo(f"  SPARC_CODEX_REFRESH_URL={sim.url}/oauth/token")
+    typer.echo(f"  OPENAI_BASE_URL={sim.url}/v1 (any OpenAI-compatible client; OPENAI_API_KEY={SIM_CHAT_KEY})")
     typer.echo(f"  counters: {sim.url}/_sim/counters")
     if paths:
         client_id, _ = sim.oauth_client()

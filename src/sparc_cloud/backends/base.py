@@ -117,4 +117,3 @@ class BackendKind:
     doctor: Callable[[DoctorContext, str], list[Check]]
     limits: Callable[[str, Endpoint | None], Mapping[Key, RateLimit]] = field(default=lambda name, endpoint: {})
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per million (in, out)
-    accepts_endpoints: bool = False  # may `[backends.NAME]` tables name this kind?

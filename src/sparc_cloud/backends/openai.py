@@ -192,5 +192,4 @@ KIND = BackendKind(
     doctor=_doctor,
     limits=_limits,
     prices=PRICES,
-    accepts_endpoints=True,
 )
