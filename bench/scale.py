@@ -28,7 +28,8 @@ from typing import Any
 
 from common import Gcra, digest, emit, machine, sim_settings, start_external_sim, temp_dir
 
-from sparc_cloud.agents import AgentExecutor, Backends
+from sparc_cloud.agents import AgentExecutor
+from sparc_cloud.backends.gemini import GeminiBackend
 from sparc_cloud.clients.factory import ClientContext, make_gemini
 from sparc_cloud.clients.gemini import GeminiClient
 from sparc_cloud.events import EventBus
@@ -110,7 +111,7 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
         gemini = make_gemini(ctx)
         folder = RunFolder(work / "run")
         folder.prepare()
-        executor = AgentExecutor(plan, Backends(gemini=lambda: gemini), bus=EventBus(secrets), clock=clock,
+        executor = AgentExecutor(plan, {"gemini": GeminiBackend("gemini", gemini, {})}, bus=EventBus(secrets), clock=clock,
                                  secrets=secrets, reuse={}, agent_timeout_s=3600)
         hooks = RunnerHooks(on_finished=lambda r: folder.append_journal("scale", r))
         gemini.project_id()

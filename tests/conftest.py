@@ -39,7 +39,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own HOME and cwd, and no SPARC_/Gemini/Codex variables from the machine."""
     for name in list(os.environ):
-        if name.startswith(("SPARC_", "GEMINI_", "GOOGLE_", "CODEX_")):
+        if name.startswith(("SPARC_", "GEMINI_", "GOOGLE_", "CODEX_", "OPENAI_")):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()

@@ -47,6 +47,7 @@ class AgentRecord(BaseModel):
     output_text: str = ""
     usage: Usage = Field(default_factory=Usage)
     usage_estimated: bool = False
+    usage_details: dict[str, int] | None = None  # the server's token details (cached_tokens, reasoning_tokens, ...)
     latency_s: float = 0.0
     attempts: int = 0
     started_at: str | None = None
@@ -66,6 +67,7 @@ class AgentRecord(BaseModel):
     branch: str | None = None
     diff: str | None = None
     worklog: list[str] | None = None
+    outputs: list[str] | None = None  # a chat model's answers when a repair turn was needed (first, repaired)
     polls: int | None = None
     detection_delay_s: float | None = None
     # Where the agent ran: "live" (the real clouds) or "sim" (the simulator). Records of one backend are never

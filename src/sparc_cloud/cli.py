@@ -155,6 +155,8 @@ def run(
                                                               "takes 0.4 s; env: SPARC_SIM_TIME_SCALE).")] = None,
     scenario: Annotated[Path | None, typer.Option(help="Simulator scenario file (faults, latencies, limits).")]
     = None,
+    base: Annotated[Path | None, typer.Option(help="The tree a chat model's refinement diffs must apply to "
+                                                   "(`git apply --check`; default: an empty tree).")] = None,
     agent_timeout: Annotated[float | None, typer.Option(help="Seconds one agent may take (Codex tasks; default "
                                                              "3600; env: SPARC_AGENT_TIMEOUT_S).")] = None,
     deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take (default: no limit; env: "
@@ -238,7 +240,8 @@ def run(
         live = not no_progress and not quiet and sys.stderr.isatty() and not os.environ.get("CI")
         shaping: list[tuple[str, object]] = [
             ("--backend", backend), ("--output", output), ("--concurrency", concurrency), ("--codex-env", codex_env),
-            ("--sim-time-scale", sim_time_scale), ("--scenario", scenario), ("--agent-timeout", agent_timeout),
+            ("--sim-time-scale", sim_time_scale), ("--scenario", scenario), ("--base", base),
+            ("--agent-timeout", agent_timeout),
             ("--deadline", deadline), ("--budget-usd", budget_usd),
             *[("--notify", url) for url in notify or []],
         ]
@@ -252,7 +255,7 @@ def run(
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
                              resume=resume, fail_fast=fail_fast, console=None if quiet else cast(IO[str], Console(sys.stderr)),
                              sim_config=sim_config, pause_after=pause_after, budget_usd=budget_usd,
-                             notify=list(notify or []), live=live, invocation=invocation,
+                             notify=list(notify or []), live=live, invocation=invocation, diff_base=base,
                              json_events=cast(IO[str], Console(sys.stdout)) if json_out else None)
         board = _start_run_dashboard(project, settings, output) if dashboard else None
         previous = _install_stop_signals(options)
@@ -299,15 +302,16 @@ def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | N
     """Print the plan and its estimates; nothing is called or written."""
     import json
 
+    from sparc_cloud.backends.assemble import price_table, run_limits
     from sparc_cloud.dryrun import estimate, format_plan, merged_limits
     from sparc_cloud.phases import PHASES, build_plan
-    from sparc_cloud.pipeline import project_limits
     from sparc_cloud.project import load_project, load_templates
 
     loaded, _ = load_project(project)
     plan = build_plan(loaded, load_templates(loaded))
     selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
-    data = estimate(plan, selected, merged_limits(project_limits(loaded)), settings.prices,
+    names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
+    data = estimate(plan, selected, merged_limits(run_limits(loaded, names)), price_table(loaded, settings.prices),
                     concurrency=settings.concurrency,
                     time_scale=settings.sim_time_scale if backend == "sim" else 1.0)
     if json_out:
@@ -398,6 +402,7 @@ def report(
     """
     import json
 
+    from sparc_cloud.backends.assemble import known_prices
     from sparc_cloud.errors import SparcError
     from sparc_cloud.latest import latest_run_folder
     from sparc_cloud.report import build_report, print_table, to_markdown
@@ -409,7 +414,7 @@ def report(
     try:
         if run_dir is None:
             run_dir = latest_run_folder(settings.output_dir)
-        data = build_report(run_dir, settings.prices)
+        data = build_report(run_dir, known_prices(settings.prices))
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
     if json_out:
@@ -475,18 +480,29 @@ def doctor(
     codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name to check (env: "
                                                        "SPARC_CODEX_ENVIRONMENT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (same exit code).")] = False,
+    project: Annotated[str | None, typer.Option(help="Check the backends this project uses (a built-in name or a "
+                                                     ".toml path); default: the default project's.")] = None,
 ) -> None:
-    """Check credentials (present, readable, mode, expiry), the Gemini project and the Codex environment,
-    and print the exact fix for each problem. Exit 1 when something must be fixed.
+    """Check credentials (present, readable, mode, expiry), the Gemini project and the Codex environment (or
+    each backend a --project uses), and print the exact fix for each problem. Exit 1 when something must be fixed.
 
     Example:
 
       sparc-cloud doctor --codex-env memory-extension
+      sparc-cloud doctor --project examples/mixed.toml
     """
     from sparc_cloud.doctor import run_doctor
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.project import load_project
     from sparc_cloud.terminal import echo  # server messages in details: control characters escaped
 
-    checks = run_doctor(_settings(), codex_env)
+    loaded = None
+    if project is not None:
+        try:
+            loaded = load_project(project)[0]
+        except SparcError as exc:
+            _fail(str(exc), exc.exit_code)
+    checks = run_doctor(_settings(), codex_env, loaded)
     if json_out:
         import json
 
@@ -606,6 +622,7 @@ def sim_serve(
     """
     from sparc_cloud.errors import SparcError
     from sparc_cloud.sim import SimConfig, Simulator, load_scenario
+    from sparc_cloud.sim.chat import SIM_CHAT_KEY
 
     settings = _settings(flags={"sim_time_scale": "--time-scale"}, sim_time_scale=time_scale)
     try:
@@ -622,6 +639,7 @@ def sim_serve(
     typer.echo(f"  SPARC_GEMINI_OAUTH_TOKEN_URL={sim.url}/token")
     typer.echo(f"  SPARC_CODEX_BASE_URL={sim.codex_base_url}")
     typer.echo(f"  SPARC_CODEX_REFRESH_URL={sim.url}/oauth/token")
+    typer.echo(f"  OPENAI_BASE_URL={sim.url}/v1 (any OpenAI-compatible client; OPENAI_API_KEY={SIM_CHAT_KEY})")
     typer.echo(f"  counters: {sim.url}/_sim/counters")
     if paths:
         client_id, _ = sim.oauth_client()

@@ -12,9 +12,15 @@ DEFAULT_OUTPUT_RATIO = 1.0
 
 
 def price_of(prices: Mapping[str, tuple[float, float]], model: str) -> tuple[float, float]:
-    """(input, output) USD per million tokens; unknown models cost like the closest family, else 0."""
+    """(input, output) USD per million tokens; unknown models cost like the closest family, else 0.
+
+    `model` may be `BACKEND/MODEL`: a price for exactly that comes first, then the bare model's."""
     if model in prices:
         return prices[model]
+    if "/" in model:
+        model = model.split("/", 1)[1]
+        if model in prices:
+            return prices[model]
     for name, price in prices.items():
         if model.startswith(name.rsplit("-", 1)[0]) and name.split("-")[-1] in model:
             return price
@@ -31,7 +37,8 @@ def priced(prices: Mapping[str, tuple[float, float]], record: AgentRecord) -> fl
     """An agent's usage at these prices (0 for skipped ones), whatever it recorded when it ran."""
     if record.status == "skipped":
         return 0.0
-    return cost_usd(prices, record.model, record.usage.prompt_tokens, record.usage.output_tokens)
+    return cost_usd(prices, f"{record.backend}/{record.model}", record.usage.prompt_tokens,
+                    record.usage.output_tokens)
 
 
 def record_cost(prices: Mapping[str, tuple[float, float]], record: AgentRecord) -> float:
@@ -94,6 +101,7 @@ class Budget:
             if not record.reused:
                 self.spent += record_cost(self.prices, record)
             if record.status == "completed" and not record.reused and record.usage.prompt_tokens:
-                seen_in, seen_out = self._ratio.get(record.model, (0, 0))
-                self._ratio[record.model] = (seen_in + record.usage.prompt_tokens,
+                key = f"{record.backend}/{record.model}"
+                seen_in, seen_out = self._ratio.get(key, (0, 0))
+                self._ratio[key] = (seen_in + record.usage.prompt_tokens,
                                              seen_out + record.usage.output_tokens)

@@ -55,3 +55,22 @@ POLL_EXPECTED_MAX_S = 90.0
 CONCURRENCY = 16
 SIM_TIME_SCALE = 0.02
 SIM_SEED = 1
+
+# --- OpenAI-compatible endpoints (openai-python _client.py / _constants.py) ---
+OPENAI_BASE = "https://api.openai.com/v1"  # what OPENAI_BASE_URL defaults to, as in the official SDK
+OPENAI_LIMIT = (500.0, 50)  # requests per minute and burst of a fresh OpenAI account's cheapest tier, roughly
+LOCAL_LIMIT = (600.0, 60)  # a `[backends.NAME]` endpoint without requests_per_minute (Ollama, vLLM...)
+TOKENS_PER_UNIT = 1000  # tokens_per_minute is paced in units of this many tokens
+
+
+def limit_key(name: str) -> tuple[str, str, str]:
+    """The limiter key of a `[limits."NAME"]` table (the one rule; the run and the simulator both use it).
+
+    `codex.OP` -> the Codex operation (create, poll, ...); `BACKEND/MODEL` -> that backend's requests for
+    MODEL (`BACKEND/*`: all its models); a bare model name -> Gemini's requests for that model."""
+    if name.startswith("codex."):
+        return ("codex", name.split(".", 1)[1], "*")
+    if "/" in name:
+        backend, model = name.split("/", 1)
+        return (backend, "generate", model)
+    return ("gemini", "generate", name)

@@ -49,7 +49,7 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
         rows.append({"id": agent.id, "phase": agent.phase, "title": agent.title, "backend": agent.backend,
                      "model": agent.model, "depends_on": list(agent.depends_on),
                      "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
-                     "cost_usd": round(cost_usd(prices, agent.model, prompt_tokens, output_tokens), 6),
+                     "cost_usd": round(cost_usd(prices, f"{agent.backend}/{agent.model}", prompt_tokens, output_tokens), 6),
                      "latency_s": round(latency, 3)})
         nodes.append(Node(agent.id, tuple(d for d in agent.depends_on if d in chosen), latency))
     tat: dict[Key, float] = {}

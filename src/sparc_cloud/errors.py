@@ -1,4 +1,27 @@
-"""Typed errors. Each carries a message a user can act on and the exit code the CLI maps it to."""
+"""Typed errors. Each carries a message a user can act on and the exit code the CLI maps it to.
+
+Every client raises from this one tree; each maps a status and body to a class itself (its provider's rules
+live with it), and `http/retry.py` retries exactly the `RetryableError` branch::
+
+    SparcError (exit 1)
+    +-- ConfigError (exit 2)               bad input: a project file, a flag, a setting, a missing key
+    |   +-- BundleError                    a run folder's bundle that cannot be read
+    +-- AuthError (exit 2)                 credentials missing, refused, or not refreshable
+    +-- ApiError (status, endpoint)        the server said no, for good
+    |   +-- ModelNotFound, ValidationRequired, PromptBlocked, TaskGone
+    +-- RetryableError (status, endpoint, delay: the server's hint)
+    |   +-- RateLimited                    429 and friends
+    |   |   +-- CapacityExhausted
+    |   +-- TransientError                 5xx, timeouts, resets
+    |   |   +-- Unreachable                nothing was sent (refused, DNS)
+    |   +-- MalformedResponse              a body that is not what the API sends
+    +-- Unauthorized                       a 401 a client refreshes once for
+    +-- TerminalQuota                      quota that will not come back soon
+    +-- RetriesExhausted                   the retry policy gave up (attempts, last status)
+    +-- TaskFailed, TaskTimeout, TaskPollFailed   a cloud task's end
+    +-- DiffRejected                       a chat model's diff refused before and after a repair turn
+    +-- RunFolderWriteError, Cancelled
+"""
 
 from __future__ import annotations
 
@@ -174,3 +197,7 @@ class TaskGone(ApiError):
     def __init__(self, message: str, *, task_id: str, endpoint: str = "") -> None:
         super().__init__(message, status=404, endpoint=endpoint)
         self.task_id = task_id
+
+
+class DiffRejected(SparcError):
+    """A chat model's refinement answer whose diff `git apply --check` refused, before and after a repair turn."""

@@ -81,7 +81,8 @@ def build_plan(project: Project, templates: dict[str, Template]) -> Plan:
                                 (("topic", topic), ("topic_index", str(i)),
                                  ("topic_count", str(len(project.research.topics))))))
     synth_model = p.specification.synthesis_model or p.specification.model
-    agents.append(AgentSpec("p1-synthesis", 1, p.specification.backend, synth_model, "synthesis",
+    agents.append(AgentSpec("p1-synthesis", 1, p.specification.synthesis_backend or p.specification.backend,
+                            synth_model, "synthesis",
                             "Specification (synthesis)", tuple(research_ids)))
     agents.append(AgentSpec("p2-pseudocode", 2, p.pseudocode.backend, p.pseudocode.model, "pseudocode",
                             "Pseudocode", ("p1-synthesis",)))

@@ -18,15 +18,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from sparc_cloud.agents import AgentExecutor, Backends
-from sparc_cloud.bundle import AgentRecord, Bundle, Session, compute_totals, new_phase, phase_status, utc_now
-from sparc_cloud.clients.factory import ClientContext, cloud_lines, make_codex, make_gemini
-from sparc_cloud.clients.gitref import resolve_branch
+from sparc_cloud.agents import AgentExecutor
+from sparc_cloud.backends.assemble import build_backends, price_table, project_limits, run_limits
+from sparc_cloud.backends.base import Backend, BuildContext
+from sparc_cloud.bundle import (
+    AgentRecord,
+    Bundle,
+    PhaseRecord,
+    Session,
+    compute_totals,
+    new_phase,
+    phase_status,
+    utc_now,
+)
+from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, JsonStreamSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
-from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.notify import Notifier
 
 if TYPE_CHECKING:
@@ -38,6 +47,7 @@ from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
 from sparc_cloud.safefs import UnsafePath
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
+from sparc_cloud.sim.remote import remote_settings
 from sparc_cloud.simhome import new_home
 from sparc_cloud.terminal import clean
 
@@ -68,6 +78,7 @@ class RunOptions:
     invocation: list[str] | None = None
     interrupted_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
     json_events: IO[str] | None = None  # `run --json`: every event as a JSON line on this stream (stdout)
+    diff_base: Path | None = None  # `--base DIR`: the tree chat-model refinement diffs must apply to
 
 
 @dataclass
@@ -83,18 +94,6 @@ class RunOutcome:
 def default_folder(settings: Settings, project: Project) -> Path:
     """`./sparc-runs/<project>/` unless SPARC_OUTPUT_DIR says otherwise."""
     return (settings.output_dir or Path("sparc-runs")) / project.name
-
-
-def project_limits(project: Project) -> dict[Key, RateLimit]:
-    """The project's rate-limit overrides as limiter keys."""
-    out: dict[Key, RateLimit] = {}
-    for name, limit in project.limits.items():
-        rl = RateLimit(per_minute=limit.per_minute, burst=limit.burst)
-        if name.startswith("codex."):
-            out[("codex", name.split(".", 1)[1], "*")] = rl
-        else:
-            out[("gemini", "generate", name)] = rl
-    return out
 
 
 @contextmanager
@@ -159,8 +158,9 @@ class _Sim:
         self.home: tempfile.TemporaryDirectory[str] | None = None
         base = options.settings
         if options.simulator is None and base.sim_url:
-            overrides, self.time_scale = _remote_sim(base)
+            overrides, self.time_scale = remote_settings(base)
             self.owned = False
+            self.url = (base.sim_url or "").rstrip("/")
         else:
             config = options.sim_config or SimConfig(time_scale=base.sim_time_scale, seed=base.sim_seed)
             self.owned = options.simulator is None
@@ -168,6 +168,7 @@ class _Sim:
             self.home = new_home()  # named after this process; dead processes' leftovers are removed
             overrides = self.sim.client_settings(Path(self.home.name))
             self.time_scale = self.sim.config.time_scale
+            self.url = self.sim.url
         self.settings = Settings.model_validate({**base.model_dump(), **overrides})
 
     def close(self) -> None:
@@ -177,45 +178,43 @@ class _Sim:
             self.home.cleanup()
 
 
-def _remote_sim(settings: Settings) -> tuple[dict[str, object], float]:
-    """Client settings and time scale for the simulator at SPARC_SIM_URL, with the credential files that
-    `sim serve --write-creds` wrote into SPARC_SIM_CREDS."""
-    import requests
+@dataclass
+class _Prior:
+    """What the run folder already holds for a rerun or a resume."""
 
-    from sparc_cloud.sim.server import client_settings
+    bundle: Bundle | None = None
+    records: dict[str, AgentRecord] = field(default_factory=dict)
+    journal: JournalState = field(default_factory=lambda: JournalState(run_id=None))
 
-    url = (settings.sim_url or "").rstrip("/")
-    if settings.sim_creds is None:
-        raise ConfigError(f"SPARC_SIM_URL={url} needs SPARC_SIM_CREDS: the folder you gave `sparc-cloud sim serve "
-                          "--write-creds DIR` (the simulator only accepts the credentials it wrote).")
-    paths = {"gemini": settings.sim_creds / ".gemini" / "oauth_creds.json",
-             "codex": settings.sim_creds / ".codex" / "auth.json"}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise ConfigError(f"SPARC_SIM_CREDS={settings.sim_creds} has no {' or '.join(missing)}. Start the simulator "
-                          f"with `sparc-cloud sim serve --write-creds {settings.sim_creds}`.")
-    try:
-        answer = requests.get(url + "/_sim/counters", timeout=5)
-        scale = float(answer.json()["time_scale"])
-    except (requests.RequestException, ValueError, KeyError, TypeError):
-        raise ConfigError(f"No sparc-cloud simulator answers at SPARC_SIM_URL={url}. Start one with `sparc-cloud sim "
-                          "serve --write-creds DIR`, or unset SPARC_SIM_URL to use one inside the run.") from None
-    return client_settings(url, paths), scale
+
+@dataclass
+class _Run:
+    """One session of a run, as the stages after the backends are built share it."""
+
+    options: RunOptions
+    plan: Plan
+    selected: list[int]
+    folder: RunFolder
+    bundle: Bundle
+    session: Session
+    records: dict[str, AgentRecord]
+    backends: dict[str, Backend]
+    ctx: ClientContext
+    secrets: SecretRegistry
+    settings: Settings
+    prices: dict[str, tuple[float, float]]
+    attach: dict[str, TaskMark]
 
 
 def run(options: RunOptions) -> RunOutcome:
-    """Run (or rerun, or resume) a project. Raises ConfigError/AuthError before any call for bad input."""
-    settings = options.settings
+    """Run (or rerun, or resume) a project. Raises ConfigError/AuthError before any call for bad input.
+
+    The stages: load the project and the prior records, aim at the clouds (or the simulator), build the
+    backends, open the session in the run folder, then `_execute` (pre-flight, run, summarise)."""
     project, source = load_project(options.project)
-    templates = load_templates(project)
-    plan = build_plan(project, templates)
-    selected = options.phases or sorted(PHASES)
-    if options.pause_after is not None:
-        selected = [n for n in selected if n <= options.pause_after]
-        if not selected:
-            raise ConfigError(f"--pause-after {options.pause_after} leaves no phase to run out of "
-                              f"{','.join(map(str, options.phases or []))}.")
-    folder = RunFolder(options.output or default_folder(settings, project))
+    plan = build_plan(project, load_templates(project))
+    selected = _selected_phases(options)
+    folder = RunFolder(options.output or default_folder(options.settings, project))
     folder.prepare(create_parents=options.output is None)
     folder.lock()
     folder.on_failure = options.cancel.set  # a failed write into the folder stops the run at once
@@ -223,88 +222,114 @@ def run(options: RunOptions) -> RunOutcome:
     sim: _Sim | None = None
     secrets = SecretRegistry()
     try:
-        existing: Bundle | None = None
-        records: dict[str, AgentRecord] = {}
-        journal = JournalState(run_id=None)
-        if options.phases or options.resume:
-            existing, journal = _load_previous(folder, project, settings)
-            if existing is None and options.resume:
-                raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json and no journal of a "
-                                  "run. Run without --resume.")
-            if existing is not None:
-                records = existing.records()
-                records.update(journal.records)
-                for warning in folder.warnings:
-                    if options.console is not None:
-                        options.console.write(warning + "\n")
-                _merge_journal(existing, records)
-                _refuse_other_backend(existing, records, options, folder)
-                for aid in folder.apply_edits(records):
-                    if options.console is not None:
-                        options.console.write(f"using your edited output of {aid}\n")
-        _check_prerequisites(plan, selected, records, str(folder.bundle_path), options)
-
+        prices = price_table(project, options.settings.prices)
+        prior = _load_prior(options, folder, project, plan, selected, prices)
+        settings, time_scale = options.settings, 1.0
         if options.backend == "sim":
             sim = _Sim(options)
-            if sim.sim is not None:  # a simulator at SPARC_SIM_URL knows the environments it was started with
-                sim.sim.add_environment(settings.codex_environment or project.codex.environment)
-            settings = sim.settings
-            time_scale = sim.time_scale
-        elif options.backend == "live":
-            time_scale = 1.0
-        else:
+            settings, time_scale = sim.settings, sim.time_scale
+        elif options.backend != "live":
             raise ConfigError(f"--backend {options.backend!r}: use live or sim.")
-
-        clock = RealClock(options.cancel)
-        needed = {a.backend for a in plan.agents if a.phase in selected}
-        ctx = ClientContext(settings=settings, clock=clock, secrets=secrets, time_scale=time_scale,
-                            limits=None, pool_size=settings.concurrency)
-        assert ctx.limiters is not None
-        ctx.limiters.limits.update(project_limits(project))
-        fallback = {"gemini-2.5-pro": "gemini-2.5-flash"} if (project.gemini.fallback or settings.gemini_fallback) \
-            else None
-        backends = Backends()
-        # Credentials are read now, so a missing login stops the run before any call.
-        if "gemini" in needed:
-            gemini = make_gemini(ctx, fallback=fallback)
-            backends.gemini = lambda: gemini
-        if "codex" in needed:
-            codex = make_codex(ctx)
-            backends.codex = lambda: codex
-
-        now = utc_now()
-        if existing is None or not (options.phases or options.resume):
-            run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
-            if folder.bundle_path.exists() or folder.journal_path.exists():
-                moved = folder.archive_previous(_previous_run_id(folder, run_id))
-                if moved:
-                    log.info("moved the previous run to %s", moved)
-            bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
-                            backend=options.backend)
-            records = {}
-            journal = JournalState(run_id=run_id)
-        else:
-            bundle = existing
-            bundle.backend = options.backend
-        bundle.spent_usd = round(max(bundle.spent_usd, journal.spent_usd), 8)
-        mode = "resume" if options.resume else ("rerun" if options.phases else "run")
-        session = Session(started_at=now, mode=mode, phases=selected, backend=options.backend)
-        bundle.sessions.append(session)
-        # From here on the folder always has a bundle: `report` works mid-run, and a kill at any moment leaves
-        # bundle + journal, which is all `--resume` needs. The journal's header makes it enough on its own.
-        folder.write_bundle(bundle)
-        if journal.header is None:
-            folder.append_run_header(bundle)
-
+        ctx = ClientContext(settings=settings, clock=RealClock(options.cancel), secrets=secrets,
+                            time_scale=time_scale, limits=None, pool_size=settings.concurrency)
+        backends = _build_backends(options, plan, selected, ctx, sim)
+        bundle, session, records, journal = _open_session(options, folder, project, source, selected, prior)
         with _logging_to(folder, secrets):
-            attach = _live_tasks(journal, records) if bundle is existing else {}
-            return _execute(options, plan, selected, folder, bundle, records, backends, ctx, secrets, session,
-                            settings, attach)
+            attach = _live_tasks(journal, records) if bundle is prior.bundle else {}
+            return _execute(_Run(options, plan, selected, folder, bundle, session, records, backends, ctx, secrets,
+                                 settings, prices, attach))
     finally:
         if sim is not None:
             sim.close()
         folder.close()
         folder.discard_if_unused()
+
+
+def _selected_phases(options: RunOptions) -> list[int]:
+    """The phases this session runs (`--phases`, cut at `--pause-after`)."""
+    selected = options.phases or sorted(PHASES)
+    if options.pause_after is not None:
+        selected = [n for n in selected if n <= options.pause_after]
+        if not selected:
+            raise ConfigError(f"--pause-after {options.pause_after} leaves no phase to run out of "
+                              f"{','.join(map(str, options.phases or []))}.")
+    return selected
+
+
+def _load_prior(options: RunOptions, folder: RunFolder, project: Project, plan: Plan, selected: list[int],
+                prices: dict[str, tuple[float, float]]) -> _Prior:
+    """Stage 1: the records a rerun or resume builds on (bundle, journal, the user's edits), checked."""
+    prior = _Prior()
+    if options.phases or options.resume:
+        prior.bundle, prior.journal = _load_previous(folder, project, prices)
+        if prior.bundle is None and options.resume:
+            raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json and no journal of a "
+                              "run. Run without --resume.")
+        if prior.bundle is not None:
+            prior.records = prior.bundle.records()
+            prior.records.update(prior.journal.records)
+            for warning in folder.warnings:
+                if options.console is not None:
+                    options.console.write(warning + "\n")
+            _merge_journal(prior.bundle, prior.records)
+            _refuse_other_backend(prior.bundle, prior.records, options, folder)
+            for aid in folder.apply_edits(prior.records):
+                if options.console is not None:
+                    options.console.write(f"using your edited output of {aid}\n")
+    _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
+    return prior
+
+
+def _build_backends(options: RunOptions, plan: Plan, selected: list[int], ctx: ClientContext,
+                    sim: _Sim | None) -> dict[str, Backend]:
+    """Stage 2: the backends the selected agents use, with their limits (credentials are read now)."""
+    names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
+    assert ctx.limiters is not None
+    ctx.limiters.limits.update(run_limits(plan.project, names))
+    build = BuildContext(client=ctx, project=plan.project, run_backend=options.backend,
+                         sim_url=sim.url if sim is not None else None,
+                         simulator=sim.sim if sim is not None else None, diff_base=_diff_base(options))
+    return build_backends(build, names)
+
+
+def _diff_base(options: RunOptions) -> Path | None:
+    """`--base DIR`, checked: an existing folder."""
+    if options.diff_base is None:
+        return None
+    if not options.diff_base.is_dir():
+        raise ConfigError(f"--base {options.diff_base} is not a folder. Give the folder (a checkout) the refinement "
+                          "diffs must apply to, or leave --base out to check them against an empty tree.")
+    return options.diff_base.resolve()
+
+
+def _open_session(options: RunOptions, folder: RunFolder, project: Project, source: str, selected: list[int],
+                  prior: _Prior) -> tuple[Bundle, Session, dict[str, AgentRecord], JournalState]:
+    """Stage 3: the bundle this session writes (a new run's, or the prior one), with its session entry."""
+    now = utc_now()
+    records, journal = prior.records, prior.journal
+    if prior.bundle is None or not (options.phases or options.resume):
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
+        if folder.bundle_path.exists() or folder.journal_path.exists():
+            moved = folder.archive_previous(_previous_run_id(folder, run_id))
+            if moved:
+                log.info("moved the previous run to %s", moved)
+        bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
+                        backend=options.backend)
+        records = {}
+        journal = JournalState(run_id=run_id)
+    else:
+        bundle = prior.bundle
+        bundle.backend = options.backend
+    bundle.spent_usd = round(max(bundle.spent_usd, journal.spent_usd), 8)
+    mode = "resume" if options.resume else ("rerun" if options.phases else "run")
+    session = Session(started_at=now, mode=mode, phases=selected, backend=options.backend)
+    bundle.sessions.append(session)
+    # From here on the folder always has a bundle: `report` works mid-run, and a kill at any moment leaves
+    # bundle + journal, which is all `--resume` needs. The journal's header makes it enough on its own.
+    folder.write_bundle(bundle)
+    if journal.header is None:
+        folder.append_run_header(bundle)
+    return bundle, session, records, journal
 
 
 def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
@@ -322,12 +347,13 @@ def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
             phase_.agents.append(record)
 
 
-def _load_previous(folder: RunFolder, project: Project, settings: Settings) -> tuple[Bundle | None, JournalState]:
+def _load_previous(folder: RunFolder, project: Project, prices: dict[str, tuple[float, float]]
+                   ) -> tuple[Bundle | None, JournalState]:
     """The run already in the folder: its bundle, else one rebuilt from the journal's header (a run killed
     before its first phase ended), and what the journal adds to it. (None, empty) when there is no run."""
     existing = folder.load_bundle() if folder.bundle_path.exists() else None
     journal = folder.read_journal(existing.run_id if existing else None,
-                                  cost=lambda record: record_cost(settings.prices, record))
+                                  cost=lambda record: record_cost(prices, record))
     if existing is None and journal.run_id is not None:
         header = journal.header or {}
         first = next(iter(journal.records.values()), None)
@@ -404,19 +430,6 @@ def _refuse_other_backend(bundle: Bundle, records: dict[str, AgentRecord], optio
     )
 
 
-def _resolve_codex_env(options: RunOptions, settings: Settings, project: Project, backends: Backends) -> None:
-    wanted = settings.codex_environment or project.codex.environment
-    if options.backend == "sim" and not wanted:
-        wanted = "memory-extension"
-    client = backends.codex_client()
-    if not wanted:
-        names = ", ".join(f"{e.label} ({e.id})" for e in client.environments()) or "none"
-        raise ConfigError("No Codex environment is configured for phase 4. Set --codex-env (or "
-                          f"SPARC_CODEX_ENVIRONMENT, or [codex] environment in the project). Yours: {names}.")
-    backends.codex_environment_id = client.resolve_environment(wanted).id
-    backends.codex_branch = resolve_branch(settings.codex_branch, project.codex.branch).branch
-
-
 def phase_reads(plan: Plan) -> dict[int, set[int]]:
     """For each phase, the earlier phases whose outputs its agents read."""
     reads: dict[int, set[int]] = {n: set() for n in PHASES}
@@ -460,65 +473,101 @@ def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: Agent
     return stale
 
 
-def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFolder, bundle: Bundle,
-             records: dict[str, AgentRecord], backends: Backends, ctx: ClientContext, secrets: SecretRegistry,
-             session: Session, settings: Settings, attach: dict[str, TaskMark]) -> RunOutcome:
-    from sparc_cloud.runner import Runner, RunnerHooks
+@dataclass
+class _Sinks:
+    """Where a run's events go."""
 
-    bus = EventBus(secrets)
-    jsonl = JsonlSink(folder.open_stream(folder.events_path.name), secrets)
+    bus: EventBus
+    jsonl: JsonlSink
+    live: LiveProgress | None
+    notifier: Notifier | None
+
+    def close(self) -> list[str]:
+        """Close the event file and the webhooks; the lines naming each webhook that failed."""
+        self.jsonl.close()
+        return self.notifier.close() if self.notifier is not None else []
+
+
+def _execute(r: _Run) -> RunOutcome:
+    """Stages 4-6: wire the events, pre-flight every backend, run the agents, summarise."""
+    sinks = _wire_events(r)
+    try:
+        _preflight(r)
+    except SparcError:
+        sinks.jsonl.close()
+        if sinks.notifier is not None:
+            sinks.notifier.close(0)
+        raise
+    executor, phases, budget = _executor(r, sinks)
+    start = r.ctx.clock.now()  # the makespan counts from the first dispatch, after the pre-flight checks
+    done, exit_code = _run_agents(r, sinks, executor, phases)
+    return _summarise(r, sinks, executor, done, exit_code, r.ctx.clock.now() - start, budget)
+
+
+def _wire_events(r: _Run) -> _Sinks:
+    """The event bus and its sinks: the run's events file, the log, the console or live view, JSON, webhooks."""
+    options = r.options
+    bus = EventBus(r.secrets)
+    jsonl = JsonlSink(r.folder.open_stream(r.folder.events_path.name), r.secrets)
     bus.add(jsonl)
     bus.add(LogSink(logging.getLogger("sparc_cloud.events")))
     live: LiveProgress | None = None
     if options.live:
         from sparc_cloud.progress import LiveProgress as _Live
 
-        live = _Live([a for a in plan.agents if a.phase in selected])
-        live.spent_usd = bundle.spent_usd
+        live = _Live([a for a in r.plan.agents if a.phase in r.selected])
+        live.spent_usd = r.bundle.spent_usd
         bus.add(live)
     elif options.console is not None:
         bus.add(PlainConsoleSink(options.console))
     if options.json_events is not None:
-        bus.add(JsonStreamSink(options.json_events, secrets))
-    notifier = Notifier(options.notify, plan.project.name, secrets, time_scale=ctx.time_scale) if options.notify else None
+        bus.add(JsonStreamSink(options.json_events, r.secrets))
+    notifier = Notifier(options.notify, r.plan.project.name, r.secrets, time_scale=r.ctx.time_scale) \
+        if options.notify else None
     if notifier is not None:
         bus.add(notifier)
-    if options.console is not None:  # where the run goes, before its first call
-        for line in cloud_lines(backends.gemini_client() if backends.gemini else None,
-                                backends.codex_client() if backends.codex else None,
-                                codex_environment=settings.codex_environment or plan.project.codex.environment,
-                                codex_branch=resolve_branch(settings.codex_branch, plan.project.codex.branch).branch):
-            options.console.write(line + "\n")
-        options.console.flush()
-    try:
-        if backends.codex is not None:
-            _resolve_codex_env(options, settings, plan.project, backends)
-        if backends.gemini is not None and backends.gemini_client().config.mode == "code-assist":
-            backends.gemini_client().project_id()
-    except SparcError:
-        jsonl.close()
-        if notifier is not None:
-            notifier.close(0)
-        raise
+    return _Sinks(bus, jsonl, live, notifier)
 
-    phases = {p.number: p for p in bundle.phases}
-    for number in selected:
+
+def _preflight(r: _Run) -> None:
+    """Say where the run goes (one line per place, before its first call), then each backend's checks."""
+    if r.options.console is not None:
+        for backend in r.backends.values():
+            for line in backend.describe():
+                r.options.console.write(line + "\n")
+        r.options.console.flush()
+    for backend in r.backends.values():
+        backend.preflight()
+
+
+def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRecord], Budget | None]:
+    """The agent executor of this session, the phases it fills, and the budget guard (if any)."""
+    phases = {p.number: p for p in r.bundle.phases}
+    for number in r.selected:
         phases[number] = new_phase(number)
         phases[number].started_at = utc_now()
-    bundle.phases = [phases[n] for n in sorted(phases)]
-    run_agents = [a for a in plan.agents if a.phase in selected]
-    reuse = records if options.resume else {}
-    prior = {aid: rec for aid, rec in records.items() if plan.by_id.get(aid) and plan.by_id[aid].phase not in selected}
-    # In sim mode every duration is simulated time: timeouts and deadlines shrink with the time scale.
-    scale = ctx.time_scale
-    budget = Budget(options.budget_usd, settings.prices, spent=bundle.spent_usd) \
-        if options.budget_usd is not None else None
-    def on_task(mark: TaskMark) -> None:
-        _write_or_stop(options, folder, mark.id, lambda: folder.append_task_mark(bundle.run_id, mark))
+    r.bundle.phases = [phases[n] for n in sorted(phases)]
+    budget = Budget(r.options.budget_usd, r.prices, spent=r.bundle.spent_usd) \
+        if r.options.budget_usd is not None else None
 
-    executor = AgentExecutor(plan, backends, bus=bus, clock=ctx.clock, secrets=secrets, reuse=reuse,
-                             agent_timeout_s=settings.agent_timeout_s * scale, budget=budget, run_id=bundle.run_id,
-                             run_backend=options.backend, prices=settings.prices, attach=attach, on_task=on_task)
+    def on_task(mark: TaskMark) -> None:
+        _write_or_stop(r.options, r.folder, mark.id, lambda: r.folder.append_task_mark(r.bundle.run_id, mark))
+
+    # In sim mode every duration is simulated time: timeouts and deadlines shrink with the time scale.
+    executor = AgentExecutor(r.plan, r.backends, bus=sinks.bus, clock=r.ctx.clock, secrets=r.secrets,
+                             reuse=r.records if r.options.resume else {},
+                             agent_timeout_s=r.settings.agent_timeout_s * r.ctx.time_scale, budget=budget,
+                             run_id=r.bundle.run_id, run_backend=r.options.backend, prices=r.prices,
+                             attach=r.attach, on_task=on_task)
+    return executor, phases, budget
+
+
+def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
+                phases: dict[int, PhaseRecord]) -> tuple[dict[str, AgentRecord], int]:
+    """Dispatch the selected agents; journal each result and write each finished phase. -> (records, exit)."""
+    from sparc_cloud.runner import Runner, RunnerHooks
+
+    options, plan, bundle, folder, bus, live = r.options, r.plan, r.bundle, r.folder, sinks.bus, sinks.live
 
     def on_started(agent: AgentSpec) -> None:
         bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
@@ -528,8 +577,8 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
             bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
         if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
-            spent = record_cost(settings.prices, record)
-            session.spent_usd = round(session.spent_usd + spent, 8)
+            spent = record_cost(r.prices, record)
+            r.session.spent_usd = round(r.session.spent_usd + spent, 8)
             bundle.spent_usd = round(bundle.spent_usd + spent, 8)
             if live is not None:
                 live.spent_usd = bundle.spent_usd
@@ -545,7 +594,7 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     def on_phase_done(number: int) -> None:
         phase = phases[number]
         order = {a.id: i for i, a in enumerate(plan.agents)}
-        phase.agents.sort(key=lambda r: order.get(r.id, 0))
+        phase.agents.sort(key=lambda rec: order.get(rec.id, 0))
         phase.status = phase_status(phase.agents, len(plan.phase_agents(number)))
         phase.stale, phase.stale_reason = False, None
         phase.finished_at = utc_now()
@@ -554,13 +603,15 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
         bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
                        data={"status": phase.status}))
 
-    start = ctx.clock.now()  # the makespan counts from the first dispatch, after the pre-flight checks
-    bus.emit(Event("run_started", message=f"{plan.project.name}: phases {','.join(map(str, selected))} on "
+    bus.emit(Event("run_started", message=f"{plan.project.name}: phases {','.join(map(str, r.selected))} on "
                                           f"{options.backend} -> {folder.path}"))
-    runner = Runner(run_agents, executor, prior=prior, concurrency=settings.concurrency, cancel=options.cancel,
-                    clock=ctx.clock, hooks=RunnerHooks(on_started, on_finished, on_phase_done),
-                    fail_fast=options.fail_fast,
-                    deadline_s=settings.run_deadline_s * scale if settings.run_deadline_s else None)
+    prior = {aid: rec for aid, rec in r.records.items()
+             if plan.by_id.get(aid) and plan.by_id[aid].phase not in r.selected}
+    scale = r.ctx.time_scale
+    runner = Runner([a for a in plan.agents if a.phase in r.selected], executor, prior=prior,
+                    concurrency=r.settings.concurrency, cancel=options.cancel, clock=r.ctx.clock,
+                    hooks=RunnerHooks(on_started, on_finished, on_phase_done), fail_fast=options.fail_fast,
+                    deadline_s=r.settings.run_deadline_s * scale if r.settings.run_deadline_s else None)
     exit_code = 0
     try:
         if live is not None:
@@ -575,29 +626,33 @@ def _execute(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
                 if rec.status == "skipped":
                     live.mark_skipped(aid, rec.error or "")
             live.__exit__(None, None, None)
-    stale = _mark_stale(plan, bundle, selected, executor)
+    return done, exit_code
+
+
+def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, AgentRecord], exit_code: int,
+               wall: float, budget: Budget | None) -> RunOutcome:
+    """Mark stale phases, write the final bundle, emit `run_done`, and build the closing message."""
+    options, bundle, bus = r.options, r.bundle, sinks.bus
+    stale = _mark_stale(r.plan, bundle, r.selected, executor)
     for number, reason in stale.items():
         bus.emit(Event("phase_stale", phase=number, message=f"{PHASES[number][1]} is stale: {reason}",
                        data={"reason": reason}))
-    wall = ctx.clock.now() - start
-    failed = [r for r in done.values() if r.status != "completed"]
+    failed = [rec for rec in done.values() if rec.status != "completed"]
     if exit_code == 0 and failed:
         exit_code = 1
     bundle.finished_at = utc_now()
     bundle.totals = compute_totals(bundle, wall)
-    session.finished_at = bundle.finished_at
-    session.exit_code = exit_code
-    folder.write_bundle(bundle)
-    msg = _summary(options, plan, selected, folder, bundle, done, wall, exit_code, budget, stale)
-    counts = {s: sum(1 for r in done.values() if r.status == s) for s in ("completed", "failed", "skipped")}
+    r.session.finished_at = bundle.finished_at
+    r.session.exit_code = exit_code
+    r.folder.write_bundle(bundle)
+    msg = _summary(options, r.plan, r.selected, r.folder, bundle, done, wall, exit_code, budget, stale)
+    counts = {s: sum(1 for rec in done.values() if rec.status == s) for s in ("completed", "failed", "skipped")}
     bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
-    jsonl.close()
-    if notifier is not None:
-        msg += "".join(f"\n{line}" for line in notifier.close())  # names each webhook that failed
-    log.info("phase folders: %s", ", ".join(phase_dir(n) for n in selected))
-    if folder.failure is not None:  # a log or event write failed (disk full): the run stopped; say so once
-        raise folder.failure
-    return RunOutcome(exit_code=exit_code, folder=folder.path, bundle=bundle, message=secrets.redact(msg))
+    msg += "".join(f"\n{line}" for line in sinks.close())  # names each webhook that failed
+    log.info("phase folders: %s", ", ".join(phase_dir(n) for n in r.selected))
+    if r.folder.failure is not None:  # a log or event write failed (disk full): the run stopped; say so once
+        raise r.folder.failure
+    return RunOutcome(exit_code=exit_code, folder=r.folder.path, bundle=bundle, message=r.secrets.redact(msg))
 
 
 def _write_or_stop(options: RunOptions, folder: RunFolder, after: str | None, write: Callable[[], None]) -> None:
@@ -650,4 +705,4 @@ def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     return msg
 
 
-__all__ = ["RunOptions", "RunOutcome", "run"]
+__all__ = ["RunOptions", "RunOutcome", "project_limits", "run"]

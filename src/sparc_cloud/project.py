@@ -7,14 +7,16 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any, Literal
+from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparc_cloud.backends.registry import ENDPOINT_KINDS, KINDS, kind_name, known_names, split_model
 from sparc_cloud.catalog import builtin_projects, builtin_text
 from sparc_cloud.errors import ConfigError
 
-Backend = Literal["gemini", "codex"]
+Backend = str  # a backend name: a built-in one (backends/registry.py) or a `[backends.NAME]` table
 
 TEMPLATE_NAMES = ("system", "research", "synthesis", "pseudocode", "architecture", "component", "integration",
                   "completion")
@@ -65,6 +67,17 @@ class PhaseConfig(_Strict):
     backend: Backend = "gemini"
     model: str = "gemini-2.5-flash"
     synthesis_model: str | None = None
+    synthesis_backend: Backend | None = None  # set from `synthesis_model = "BACKEND/MODEL"`; else `backend`
+
+    def split(self) -> None:
+        """Apply `BACKEND/MODEL` model names: the part before the first `/` becomes the backend."""
+        prefix, model = split_model(self.model)
+        if prefix is not None:
+            self.backend, self.model = prefix, model
+        if self.synthesis_model is not None:
+            prefix, model = split_model(self.synthesis_model)
+            if prefix is not None:
+                self.synthesis_backend, self.synthesis_model = prefix, model
 
 
 def _phase(backend: Backend, model: str, synthesis: str | None = None) -> PhaseConfig:
@@ -103,6 +116,40 @@ class Limit(_Strict):
     burst: int = Field(default=1, ge=1)
 
 
+class Endpoint(_Strict):
+    """`[backends.NAME]`: another endpoint of a kind that talks to any URL (an OpenAI-compatible server)."""
+
+    kind: str
+    base_url: str
+    api_key_env: str | None = None  # the environment variable holding its API key; unset: no key is sent
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)  # model -> USD per million (in, out)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, kind: str) -> str:
+        if kind not in ENDPOINT_KINDS:
+            raise ValueError(f"unknown kind {kind!r}; an endpoint table may be of kind {', '.join(ENDPOINT_KINDS)}")
+        return kind
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {url!r} is not an http(s) URL with a host (e.g. http://localhost:11434/v1)")
+        return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"api_key_env {name!r} is not an environment variable name (it names the variable, "
+                             "never the key itself)")
+        return name
+
+
 class GeminiSettings(_Strict):
     """Gemini options of the project."""
 
@@ -123,6 +170,46 @@ class Project(_Strict):
     limits: dict[str, Limit] = Field(default_factory=dict)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     prompts: dict[str, str] = Field(default_factory=dict)
+    backends: dict[str, Endpoint] = Field(default_factory=dict)
+
+    @field_validator("backends")
+    @classmethod
+    def _endpoint_names(cls, backends: dict[str, Endpoint]) -> dict[str, Endpoint]:
+        for name, endpoint in backends.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(f"backend name {name!r}: use letters, digits, '_' and '-' only")
+            if name in KINDS and name != endpoint.kind:
+                raise ValueError(f"[backends.{name}] cannot be of kind {endpoint.kind!r}: {name!r} is the built-in "
+                                 f"{name} backend; give the table another name")
+        return backends
+
+    @model_validator(mode="after")
+    def _backend_names(self) -> Project:
+        endpoints = {name: e.kind for name, e in self.backends.items()}
+        for phase in ("specification", "pseudocode", "architecture", "refinement", "completion"):
+            cfg: PhaseConfig = getattr(self.phases, phase)
+            cfg.split()
+            for name in (cfg.backend, cfg.synthesis_backend):
+                if name is not None and kind_name(name, endpoints) is None:
+                    raise ValueError(
+                        f"phases.{phase} names backend {name!r}, which is not known. Known backends: "
+                        f"{', '.join(known_names(endpoints))}. Write a model as BACKEND/MODEL (e.g. openai/gpt-4.1), "
+                        f"or add a [backends.{name}] table with kind = \"openai\" and base_url")
+        return self
+
+    def endpoint_kinds(self) -> dict[str, str]:
+        """The project's own backend names -> their kinds."""
+        return {name: e.kind for name, e in self.backends.items()}
+
+    def backends_used(self) -> list[str]:
+        """The backend names the five phases use, in phase order, each once."""
+        names: list[str] = []
+        for cfg in (self.phases.specification, self.phases.pseudocode, self.phases.architecture,
+                    self.phases.refinement, self.phases.completion):
+            for name in (cfg.backend, cfg.synthesis_backend):
+                if name is not None and name not in names:
+                    names.append(name)
+        return names
 
     @field_validator("name")
     @classmethod

@@ -22,16 +22,21 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
     ledger = RunFolder(run_dir).read_journal(bundle.run_id, cost=lambda record: priced(prices, record))
     phases = []
     throttled: dict[str, float] = {}
+    by_backend: dict[str, dict[str, Any]] = {}
     total_cost = 0.0
     agent_time = 0.0
     for phase in bundle.phases:
         rows: list[dict[str, Any]] = []
         for a in phase.agents:
-            cost = priced(prices, a)
+            cost = priced(prices, a) or (a.cost_usd or 0.0)  # no price today: what it cost when it ran
             total_cost += cost
             if not a.reused:
                 agent_time += a.latency_s
             throttled[a.model] = round(throttled.get(a.model, 0.0) + a.throttled_s, 3)
+            share = by_backend.setdefault(a.backend, {"agents": 0, "tokens": 0, "cost_usd": 0.0})
+            share["agents"] += 1
+            share["tokens"] += a.usage.total_tokens
+            share["cost_usd"] = round(share["cost_usd"] + cost, 6)
             rows.append({
                 "id": a.id, "title": a.title, "status": a.status, "model": a.model, "backend": a.backend,
                 "latency_s": a.latency_s, "attempts": a.attempts, "rate_limited_429": a.rate_limited,
@@ -60,6 +65,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
             "sequential_estimate_s": round(agent_time, 3),
             "speedup": round(agent_time / wall, 2) if wall else None,
             "throttled_s_by_model": {m: s for m, s in throttled.items() if s},
+            "by_backend": by_backend,
         },
         "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
         **critical_path_fields(path.to_dict() if path is not None else None),
@@ -112,6 +118,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
             lines.append(f"| {label} | {a['id']} | {status} | {a['model']} | {a['latency_s']:.2f} | {a['attempts']} | "
                          f"{a['rate_limited_429']} | {a['tokens']:,} | {a['cost_usd']:.4f} |")
+    if backend_line(report):
+        lines += ["", str(backend_line(report))]
     if t["throttled_s_by_model"]:
         lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
     lines += ["", *critical_path_lines(report)]
@@ -141,6 +149,15 @@ def _totals_line(report: dict[str, Any]) -> str:
             f"{t['wall_time_s']:.1f} s, {t['sequential_estimate_s']:.1f} s one agent at a time (speed-up {t['speedup']}).")
 
 
+def backend_line(report: dict[str, Any]) -> str | None:
+    """`By backend: NAME N agents, T tokens, $C; ...` when a run used more than one backend."""
+    shares = report["totals"].get("by_backend") or {}
+    if len(shares) < 2:
+        return None
+    return "By backend: " + "; ".join(f"{name} {s['agents']} agents, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}"
+                                      for name, s in shares.items())
+
+
 def plain_text(report: dict[str, Any]) -> str:
     """The report as plain aligned text, every cell in full (for pipes, files and narrow terminals)."""
     lines: list[str] = []
@@ -153,6 +170,7 @@ def plain_text(report: dict[str, Any]) -> str:
                                                                                                        strict=True))).rstrip())
         lines.append("")
     lines.append(_totals_line(report))
+    lines += [line for line in (backend_line(report),) if line]
     t = report["totals"]
     if t["throttled_s_by_model"]:
         lines.append("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
@@ -188,6 +206,8 @@ def print_table(report: dict[str, Any]) -> None:
         console.print(table)
     t = report["totals"]
     console.print(_totals_line(report), highlight=False, markup=False)
+    if backend_line(report):
+        console.print(backend_line(report), highlight=False, markup=False)
     if t["throttled_s_by_model"]:
         console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()),
                       highlight=False, markup=False)

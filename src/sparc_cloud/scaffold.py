@@ -35,7 +35,9 @@ description = "What this component does and its interface."
 name = "Storage"
 description = "What this component does and its interface."
 
-# Models and backends per phase (these are the defaults; delete what you do not change).
+# Models and backends per phase (these are the defaults; delete what you do not change). Any model may be
+# written BACKEND/MODEL: "openai/gpt-4.1" (OPENAI_API_KEY), or "local/llama3.1:8b" with a [backends.local]
+# table (kind = "openai", base_url = "http://localhost:11434/v1"); see docs/BACKENDS.md.
 [phases.specification]
 model = "gemini-2.5-flash"            # research agents
 synthesis_model = "gemini-2.5-pro"    # the agent that writes the specification

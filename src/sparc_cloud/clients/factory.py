@@ -1,4 +1,4 @@
-"""Build the two clients from settings: the one place that knows how settings map to clients."""
+"""Build the Gemini and Codex clients from settings: the one place that knows how settings map to them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import IO
 import requests
 
 from sparc_cloud import defaults
-from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth, jwt_claims
+from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth
 from sparc_cloud.clients.codex import CodexClient
 from sparc_cloud.clients.gemini import DEFAULT_FALLBACK, GeminiClient, GeminiConfig
 from sparc_cloud.clients.polling import PollPolicy
@@ -120,33 +120,3 @@ def make_codex(ctx: ClientContext) -> CodexClient:
         poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s, base_setting="SPARC_CODEX_BASE_URL",
         on_retry=ctx.on_retry,
     )
-
-
-def cloud_lines(gemini: GeminiClient | None, codex: CodexClient | None, *, codex_environment: str | None = None,
-                codex_branch: str | None = None) -> list[str]:
-    """One line per cloud a run will reach, printed before its first call: URL, account, project."""
-    lines = []
-    if gemini is not None:
-        cfg = gemini.config
-        if cfg.mode == "api-key":
-            lines.append(f"gemini: public Gemini API at {cfg.api_base_url} ({cfg.api_setting}), account: the API key "
-                         "in GEMINI_API_KEY")
-        else:
-            assert gemini.oauth is not None
-            claims = jwt_claims(str(gemini.oauth.id_token() or ""))
-            account = str(claims.get("email") or f"the login in {gemini.oauth.path}")
-            project = (f"GOOGLE_CLOUD_PROJECT={cfg.project}, confirmed with loadCodeAssist" if cfg.project
-                       else "found with loadCodeAssist")
-            lines.append(f"gemini: Code Assist at {cfg.base_url} ({cfg.base_setting}), account {account}, "
-                         f"project: {project}")
-    if codex is not None:
-        claims = jwt_claims(codex.auth.id_token() or "")
-        plan = claims.get("https://api.openai.com/auth")
-        plan_type = plan.get("chatgpt_plan_type") if isinstance(plan, dict) else None
-        email = claims.get("email") or f"the login in {codex.auth.path}"
-        account = f"{email}{f' ({plan_type} plan)' if plan_type else ''}"
-        where = f"environment {codex_environment}" if codex_environment else "no environment yet"
-        branch = f", branch {codex_branch}" if codex_branch else ""
-        lines.append(f"codex: Codex Cloud tasks at {codex.prefix} ({codex.base_setting}), account {account}, "
-                     f"project: {where}{branch}")
-    return lines

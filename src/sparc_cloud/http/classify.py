@@ -70,6 +70,11 @@ def is_challenge(status: int, headers: Mapping[str, str] | None) -> bool:
     return status == 403 and lower.get("cf-mitigated", "").strip().lower() == "challenge"
 
 
+def retry_after(headers: Mapping[str, str], now_wall: float | None = None) -> float | None:
+    """Seconds from `retry-after-ms`, then `retry-after` (seconds or an HTTP date), as openai-python reads them."""
+    return _retry_after({k.lower(): v for k, v in headers.items()}, now_wall)
+
+
 def _retry_after(lower: Mapping[str, str], now_wall: float | None) -> float | None:
     if "retry-after-ms" in lower:
         try:

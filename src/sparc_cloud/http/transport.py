@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -127,12 +128,18 @@ def exchange(
     json_body: Any = None,
     params: dict[str, str] | None = None,
     origin: str = "",
+    classify_error: Callable[[int, str, Mapping[str, str]], SparcError] | None = None,
+    on_headers: Callable[[Mapping[str, str]], None] | None = None,
 ) -> Any:
     """Send one request; return the decoded JSON of a 2xx answer or raise the typed error.
 
     `origin` names the setting the URL comes from; a connection that cannot be made at all raises
     `Unreachable` naming the address and that setting (nothing was sent). A timeout or a reset after the
-    request went out is a `TransientError`: the server may have acted on it."""
+    request went out is a `TransientError`: the server may have acted on it.
+
+    A client with its own error rules passes `classify_error(status, body text, headers)`, which maps a
+    non-2xx answer (or a 2xx error envelope) to the error to raise; `on_headers` sees every answer's headers
+    (rate-limit headers steer a limiter)."""
     try:
         resp = session.request(method, url, headers=headers, json=json_body, params=params, timeout=timeout_s)
         # JSON is UTF-8 (RFC 8259): decode the bytes directly. `resp.text` would run charset detection over
@@ -159,7 +166,11 @@ def exchange(
         raise TransientError(f"{endpoint}: connection failed ({reason})", endpoint=endpoint) from None
     except requests.RequestException as exc:
         raise TransientError(f"{endpoint}: request failed ({type(exc).__name__})", endpoint=endpoint) from None
+    if on_headers is not None:
+        on_headers(resp.headers)
     if resp.status_code >= 300:
+        if classify_error is not None:
+            raise classify_error(resp.status_code, text, resp.headers)
         raise error_for(resp.status_code, text, resp.headers, endpoint=endpoint, secrets=secrets,
                         now_wall=now_wall)
     if not text.strip():
@@ -174,6 +185,8 @@ def exchange(
             endpoint=endpoint, status=resp.status_code,
         ) from None
     embedded = _embedded_error(data)
+    if embedded and classify_error is not None:
+        raise classify_error(embedded[0], embedded[1], resp.headers)
     if embedded:
         raise error_for(embedded[0], embedded[1], resp.headers, endpoint=endpoint, secrets=secrets,
                         now_wall=now_wall)

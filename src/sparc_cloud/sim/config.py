@@ -15,13 +15,16 @@ from sparc_cloud import defaults
 from sparc_cloud.errors import ConfigError
 
 Endpoint = Literal[
-    "gemini.generate", "gemini.load", "codex.create", "codex.poll", "codex.list", "codex.envs", "oauth.token"
+    "gemini.generate", "gemini.load", "codex.create", "codex.poll", "codex.list", "codex.envs", "oauth.token",
+    "openai.chat",
 ]
 FAULT_RESPONSES = (
     "400", "401", "403", "404", "500", "502", "503", "504", "429", "quota-daily", "capacity", "truncated",
     "malformed", "empty", "error-200", "reset", "huge",
     # codex.create only: the task IS created, then the answer is lost (a 502, a reset, or no answer at all)
     "created-502", "created-reset", "created-timeout",
+    # openai.chat only: a refinement answer whose diff `git apply --check` refuses
+    "bad-diff",
 )
 
 
@@ -55,6 +58,8 @@ class Fault(BaseModel):
     def _created_only_on_create(self) -> Fault:
         if self.endpoint != "codex.create" and any(r.startswith("created-") for r in self.responses):
             raise ValueError("created-502 / created-reset / created-timeout apply to endpoint codex.create only")
+        if self.endpoint != "openai.chat" and "bad-diff" in self.responses:
+            raise ValueError("bad-diff applies to endpoint openai.chat only")
         return self
 
 
@@ -125,6 +130,11 @@ class SimConfig(BaseModel):
             {"id": "env_sim_playground", "label": "playground", "is_pinned": False, "task_count": 3},
         ]
     )
+    # OpenAI-compatible /v1: requests per minute per model (sent back in x-ratelimit-* headers), and the
+    # models GET /v1/models lists (chat/completions answers any model name: local servers have any)
+    chat_limit: LimitSpec = Field(default_factory=lambda: LimitSpec(per_minute=defaults.OPENAI_LIMIT[0],
+                                                                    burst=defaults.OPENAI_LIMIT[1]))
+    chat_models: list[str] = Field(default_factory=lambda: ["gpt-4.1", "gpt-4.1-mini", "llama3.1:8b"])
     faults: list[Fault] = Field(default_factory=list)
     tasks: list[TaskScript] = Field(default_factory=list)
 

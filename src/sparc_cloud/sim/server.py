@@ -20,6 +20,7 @@ from typing import Any
 
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.fsutil import atomic_write_text
+from sparc_cloud.sim import chat
 from sparc_cloud.sim import envelopes as env
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
 from sparc_cloud.sim.content import gemini_text
@@ -128,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._control(method, path)
         if method == "POST" and path == "/v1internal:generateContent":
             return self._generate(code_assist=True, model=None)
+        if path in ("/v1/chat/completions", "/v1/models"):
+            return self._chat(method, path)
         if method == "POST" and path == "/v1internal:loadCodeAssist":
             return self._load_code_assist()
         if method == "POST" and path == "/v1internal:onboardUser":
@@ -218,6 +221,21 @@ class _Handler(BaseHTTPRequestHandler):
         if code == 404 and google:
             raise _Reply(404, env.model_not_found(model))
         raise _Reply(code, env.google_simple(code) if google else env.codex_detail(f"HTTP {code}"))
+
+    # ------------------------------------------------------------------- openai-compatible
+
+    def _chat(self, method: str, path: str) -> None:
+        auth = self.headers.get("Authorization")
+        if path == "/v1/models" and method == "GET":
+            status, body, headers = chat.models(self.state, auth)
+        elif path == "/v1/chat/completions" and method == "POST":
+            status, body, headers = chat.completions(self.state, auth, self._body())
+        else:
+            status, body, headers = chat.openai_error(405, f"{method} is not allowed on {path}",
+                                                      "invalid_request_error", None)
+        if status < 0:  # a transport-level fault the shared plumbing answers
+            self._answer_fault(str(body), "chat", google=False)
+        raise _Reply(status, body, headers)
 
     # ------------------------------------------------------------------- gemini
 

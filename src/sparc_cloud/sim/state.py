@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparc_cloud import defaults
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
@@ -97,6 +98,7 @@ class SimState:
         self.tokens: dict[str, tuple[str, float]] = {}  # access token -> (kind, issued monotonic)
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> kind
         self.tasks: dict[str, SimTask] = {}
+        self.chat_windows: dict[str, list[float]] = {}  # model -> monotonic times of its last minute's requests
         self.calls: Counter[tuple[str, str]] = Counter()
         self.fault_hits: Counter[int] = Counter()
         self.limiters = self._limiters(config)
@@ -111,10 +113,7 @@ class SimState:
         limits: dict[Key, RateLimit] = {}
         for name, spec in config.limits.items():
             limit = RateLimit(per_minute=spec.per_minute, burst=spec.burst)
-            if name.startswith("codex."):
-                limits[("codex", name.split(".", 1)[1], "*")] = limit
-            else:
-                limits[("gemini", "generate", name)] = limit
+            limits[defaults.limit_key(name)] = limit
         return RateLimiters(self.clock, limits, time_scale=config.time_scale,
                             fallback=RateLimit(per_minute=600, burst=60))
 

@@ -1,0 +1,195 @@
+"""The OpenAI-compatible backend: any Chat Completions server, one request per agent.
+
+Built in as `openai` (OPENAI_API_KEY, OPENAI_BASE_URL defaulting to https://api.openai.com/v1, as the
+official SDK reads them); more endpoints by name with `[backends.NAME]` tables of kind "openai" (Ollama,
+vLLM, llama.cpp, LiteLLM, OpenRouter). In a `--backend sim` run every such endpoint is the simulator's
+`/v1`. Refinement agents on a chat model return a unified diff, checked before it is accepted
+(`backends/diffs.py`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sparc_cloud import defaults
+from sparc_cloud.backends import diffs
+from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
+from sparc_cloud.bundle import AgentRecord, Usage
+from sparc_cloud.checks import Check
+from sparc_cloud.clients.openai import ChatClient, ChatConfig, ChatResult
+from sparc_cloud.doctor import fix_for
+from sparc_cloud.errors import ConfigError, DiffRejected, SparcError
+from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.project import Endpoint
+from sparc_cloud.sim.chat import SIM_CHAT_KEY as SIM_API_KEY
+
+KEY_ENV = "OPENAI_API_KEY"
+BASE_ENV = "OPENAI_BASE_URL"
+# USD per million tokens (input, output), OpenAI's list prices; used only for estimates.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.0),
+    "gpt-4o-mini": (0.15, 0.60),
+}
+
+
+def chat_config(name: str, endpoint: Endpoint | None, *, sim_url: str | None, timeout_s: float) -> ChatConfig:
+    """Where the backend `name` sends its requests, with which key (ConfigError when a needed key is missing)."""
+    if sim_url is not None:
+        return ChatConfig(name, f"{sim_url}/v1", SIM_API_KEY, "the simulator", "the simulator's key", timeout_s)
+    if endpoint is not None:
+        key = None
+        if endpoint.api_key_env:
+            key = os.environ.get(endpoint.api_key_env) or None
+            if key is None:
+                raise ConfigError(f"[backends.{name}] reads its API key from {endpoint.api_key_env}, which is not "
+                                  f"set. Export {endpoint.api_key_env}=<key>, or remove api_key_env if "
+                                  f"{endpoint.base_url} needs no key.")
+        return ChatConfig(name, endpoint.base_url, key, f"[backends.{name}] base_url",
+                          endpoint.api_key_env or "(no key)", timeout_s)
+    base = (os.environ.get(BASE_ENV) or defaults.OPENAI_BASE).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"{BASE_ENV}={base} is not an http(s) URL. Set it to a server's /v1 base "
+                          f"(default {defaults.OPENAI_BASE}) or unset it.")
+    key = os.environ.get(KEY_ENV) or None
+    if key is None:
+        raise ConfigError(f"The project runs agents on backend {name!r}, which needs {KEY_ENV}. Export "
+                          f"{KEY_ENV}=<your key> (https://platform.openai.com/api-keys), or point the phase at "
+                          "another backend, or try it with --backend sim.")
+    return ChatConfig(name, base, key, BASE_ENV if os.environ.get(BASE_ENV) else f"the default ({BASE_ENV})",
+                      KEY_ENV, timeout_s)
+
+
+class OpenAIBackend:
+    """Agents as chat completions on one OpenAI-compatible endpoint."""
+
+    def __init__(self, name: str, client: ChatClient, *, diff_base: Path | None = None) -> None:
+        self.name = name
+        self.client = client
+        self.diff_base = diff_base
+
+    def run(self, call: AgentCall, hooks: RunHooks) -> None:
+        """One completion; text, usage (with the server's details), attempts and the completion id.
+
+        Refinement agents answer with a unified diff, checked with `git apply --check`; one repair turn
+        sends back git's error; a second refusal fails the agent with both answers kept."""
+        if not diffs.wants_diff(call.agent.template):
+            result = self.client.complete(call.prompt, model=call.agent.model, system=call.system,
+                                          on_retry=call.on_retry, on_wait=call.on_wait)
+            fill_record(call.record, result)
+            return
+        self._run_for_diff(call)
+
+    def _run_for_diff(self, call: AgentCall) -> None:
+        record = call.record
+        messages = [{"role": "system", "content": call.system},
+                    {"role": "user", "content": call.prompt + diffs.INSTRUCTION}]
+        first = self.client.complete("", model=call.agent.model, messages=messages, on_retry=call.on_retry,
+                                     on_wait=call.on_wait)
+        fill_record(record, first)
+        diff = diffs.extract_diff(first.text)
+        error = diffs.check_diff(diff, self.diff_base)
+        if error is None:
+            record.diff = diff
+            return
+        messages += [{"role": "assistant", "content": first.text},
+                     {"role": "user", "content": diffs.repair_request(error)}]
+        second = self.client.complete("", model=call.agent.model, messages=messages, on_retry=call.on_retry,
+                                      on_wait=call.on_wait)
+        fill_record(record, second, attempts_before=record.attempts)
+        record.outputs = [first.text, second.text]
+        diff = diffs.extract_diff(second.text)
+        second_error = diffs.check_diff(diff, self.diff_base)
+        if second_error is None:
+            record.diff = diff
+            return
+        raise DiffRejected(f"{self.name} {call.agent.model}: the diff was refused twice by `git apply --check` "
+                           f"(first: {_first_line(error)}; after the repair turn: {_first_line(second_error)}). Both "
+                           "answers are kept in the record's `outputs`. Try a stronger model for refinement.")
+
+    def same_place(self, earlier: AgentRecord) -> bool:
+        """A completion is reusable wherever it came from."""
+        return True
+
+    def preflight(self) -> None:
+        """Nothing to look up before the first call (the key was read when the backend was built)."""
+
+    def describe(self) -> list[str]:
+        """Where the calls go and which key they carry (by name, never its value)."""
+        cfg = self.client.config
+        return [f"{self.name}: OpenAI-compatible chat/completions at {cfg.base_url} ({cfg.base_setting}), "
+                f"key: {cfg.key_setting}"]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def fill_record(record: AgentRecord, result: ChatResult, *, attempts_before: int = 0) -> None:
+    """Write one completion into the record (a repair turn adds its usage to the first turn's)."""
+    record.output_text = result.text
+    before = record.usage if attempts_before else Usage()
+    record.usage = Usage(prompt_tokens=before.prompt_tokens + result.usage.prompt_tokens,
+                         output_tokens=before.output_tokens + result.usage.completion_tokens,
+                         total_tokens=before.total_tokens + result.usage.total_tokens)
+    if result.usage.details:
+        details = dict(record.usage_details or {}) if attempts_before else {}
+        for k, v in result.usage.details.items():
+            details[k] = details.get(k, 0) + v
+        record.usage_details = details
+    record.attempts = attempts_before + result.attempts
+    record.request_id = result.request_id
+
+
+def _build(ctx: BuildContext, name: str) -> OpenAIBackend:
+    cfg = chat_config(name, ctx.project.backends.get(name), sim_url=ctx.sim_url,
+                      timeout_s=ctx.settings.http_timeout_s)
+    client_ctx = ctx.client
+    assert client_ctx.limiters is not None and client_ctx.session is not None
+    client = ChatClient(cfg, session=client_ctx.session, limiters=client_ctx.limiters, policy=client_ctx.policy(),
+                        clock=client_ctx.clock, secrets=client_ctx.secrets, on_retry=client_ctx.on_retry)
+    return OpenAIBackend(name, client, diff_base=ctx.diff_base)
+
+
+def _limits(name: str, endpoint: Endpoint | None) -> dict[Key, RateLimit]:
+    """requests_per_minute on (NAME, generate, *); tokens_per_minute in thousands on (NAME, tokens, *)."""
+    rpm, burst = defaults.OPENAI_LIMIT if endpoint is None else defaults.LOCAL_LIMIT
+    if endpoint is not None and endpoint.requests_per_minute:
+        rpm, burst = endpoint.requests_per_minute, max(1, int(endpoint.requests_per_minute // 10))
+    out: dict[Key, RateLimit] = {(name, "generate", "*"): RateLimit(per_minute=rpm, burst=burst)}
+    if endpoint is not None and endpoint.tokens_per_minute:
+        units = endpoint.tokens_per_minute / defaults.TOKENS_PER_UNIT
+        out[(name, "tokens", "*")] = RateLimit(per_minute=units, burst=max(1, int(units // 10)))
+    return out
+
+
+def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
+    """The key (by its variable's name), then one short `GET /models` to see the server answers."""
+    endpoint = dctx.project.backends.get(name) if dctx.project is not None else None
+    try:
+        cfg = chat_config(name, endpoint, sim_url=None, timeout_s=dctx.client.settings.http_timeout_s)
+    except ConfigError as exc:
+        return [Check(f"{name} credentials", "fail", str(exc), "See the message.")]
+    checks = [Check(f"{name} credentials", "ok", f"key from {cfg.key_setting}" if cfg.api_key else
+                    "no key is sent (the table names no api_key_env)")]
+    assert dctx.client.session is not None and dctx.client.limiters is not None
+    client = ChatClient(cfg, session=dctx.client.session, limiters=dctx.client.limiters,
+                        policy=dctx.client.policy(), clock=dctx.client.clock, secrets=dctx.client.secrets)
+    try:
+        models = client.models()
+        checks.append(Check(f"{name} server", "ok", f"{cfg.base_url} answers and lists {len(models)} model(s)"))
+    except SparcError as exc:
+        checks.append(Check(f"{name} server", "fail", str(exc), fix_for(exc, f"Check {cfg.base_setting}.")))
+    return checks
+
+
+KIND = BackendKind(
+    name="openai",
+    summary="any OpenAI-compatible Chat Completions server (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM, OpenRouter)",
+    build=_build,
+    doctor=_doctor,
+    limits=_limits,
+    prices=PRICES,
+)
