@@ -97,6 +97,28 @@ def test_a_finished_run_replays_its_events_and_the_stream_ends(finished_run: Pat
     assert body.decode().rstrip().endswith("event: end\ndata: {}")
 
 
+def test_each_replayed_event_has_its_own_id_where_a_reconnect_resumes(finished_run: Path) -> None:
+    with Dashboard(finished_run) as board:
+        body = get(board.url.replace("/?", "/api/events?"))[1].decode()
+    ids = [line[len("id: "):] for line in body.splitlines() if line.startswith("id: ")]
+    size = (finished_run / "events.jsonl").stat().st_size
+    assert len(ids) == len(set(ids)) > 10  # one id per event, each the offset just after its line
+    assert int(ids[-1].split("-")[1]) == size
+
+
+def test_a_link_planted_as_events_jsonl_is_never_followed(finished_run: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "outside.txt"
+    secret.write_text("root:x:0:0:not for the browser\n" + '{"kind": "run_done", "smuggled": true}\n', encoding="utf-8")
+    events = finished_run / "events.jsonl"
+    events.unlink()
+    events.symlink_to(secret)
+    with Dashboard(finished_run) as board:
+        body = get(board.url.replace("/?", "/api/events?"))[1].decode()
+        snapshot = api(board, "/api/run")
+    assert "not for the browser" not in body and "smuggled" not in body
+    assert "smuggled" not in json.dumps(snapshot)
+
+
 def test_live_statuses_change_while_the_run_goes_on(tmp_path: Path) -> None:
     with held_run(tmp_path / "run") as held:
         assert held.reached.wait(60), "the run never reached p1-synthesis"

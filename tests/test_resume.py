@@ -402,3 +402,15 @@ def test_a_fresh_folder_whose_start_fails_is_removed_again(tmp_path: Path) -> No
     code, output = sim_run(out, "--scenario", refused, "--phases", "1")  # the pre-flight (loadCodeAssist) fails
     assert code != 0 and "403" in output, output
     assert not out.exists()  # the bundle written at the start is not left behind for a run that never ran
+
+
+def test_a_doctored_run_id_in_a_journal_alone_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    kill_phase_1_after(out, 1)
+    (out / "bundle.json").unlink()
+    path = out / "journal.jsonl"
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("".join(json.dumps({**item, "run_id": "../../x"}) + "\n" for item in lines), encoding="utf-8")
+    code, output = sim_run(out, "--resume")
+    assert code == 2 and "journal.jsonl" in output and "../../x" in output, output
+    assert not (out / "bundle.json").exists()  # nothing rebuilt around a name that would become a path

@@ -86,14 +86,22 @@ class JsonlSink:
     def __init__(self, target: Path | TextOut, secrets: SecretRegistry) -> None:
         self.secrets = secrets
         self.handle: TextOut = target.open("a", encoding="utf-8") if isinstance(target, Path) else target
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, event: Event) -> None:
-        self.handle.write(self.secrets.redact(json.dumps(asdict(event), ensure_ascii=False)) + "\n")
-        self.handle.flush()
+        line = self.secrets.redact(json.dumps(asdict(event), ensure_ascii=False)) + "\n"
+        with self._lock:
+            if self._closed:
+                return  # an agent abandoned at Ctrl-C may still report after the run has ended: nothing to write
+            self.handle.write(line)
+            self.handle.flush()
 
     def close(self) -> None:
-        """Close the file."""
-        self.handle.close()
+        """Close the file; events that arrive later are dropped."""
+        with self._lock:
+            self._closed = True
+            self.handle.close()
 
 
 class JsonStreamSink:

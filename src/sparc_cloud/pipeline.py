@@ -44,7 +44,7 @@ from sparc_cloud.phases import PHASES, AgentSpec, Plan, build_plan, phase_dir
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
 from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
-from sparc_cloud.safefs import UnsafePath
+from sparc_cloud.safefs import UnsafePath, check_component
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
 from sparc_cloud.sim.remote import remote_settings
@@ -355,6 +355,7 @@ def _load_previous(folder: RunFolder, project: Project, prices: dict[str, tuple[
     journal = folder.read_journal(existing.run_id if existing else None,
                                   cost=lambda record: record_cost(prices, record))
     if existing is None and journal.run_id is not None:
+        check_component(journal.run_id, "the run id", str(folder.journal_path))  # it becomes a path later
         header = journal.header or {}
         first = next(iter(journal.records.values()), None)
         started = str(header.get("started_at") or (first.started_at if first else None) or utc_now())

@@ -23,10 +23,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sparc_cloud.dashboard.state import RunView
+from sparc_cloud.dashboard.state import RunView, event_line, read_no_link
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
@@ -166,28 +167,32 @@ class _Handler(BaseHTTPRequestHandler):
         with dash.streams():
             while not dash.stopping.is_set():
                 try:
-                    stat = path.stat()
+                    stat = path.lstat()  # a link planted as events.jsonl is never followed (read_no_link)
                 except OSError:
                     stat = None
+                if stat is not None and not S_ISREG(stat.st_mode):
+                    self.wfile.write(b'event: end\ndata: {"error": "events.jsonl is not a regular file"}\n\n')
+                    self.wfile.flush()
+                    return
                 if stat is not None and (stat.st_ino != inode or stat.st_size < offset):
                     inode, offset, pending = stat.st_ino, 0, b""  # a new run replaced the file: start over
                 chunk = b""
                 if stat is not None and stat.st_size > offset:
-                    with contextlib.suppress(OSError), path.open("rb") as handle:
-                        handle.seek(offset)
-                        chunk = handle.read(stat.st_size - offset)
+                    chunk = read_no_link(path, offset)
                     offset += len(chunk)
                 data = pending + chunk
+                position = offset - len(data)  # where `data` starts in the file
                 lines = data.split(b"\n")
                 pending = lines.pop()
-                sent = offset - len(pending)
                 out = []
                 for line in lines:
+                    position += len(line) + 1
+                    sent = position  # each event's id is the offset just after its line: a reconnect resumes there
                     text = line.decode("utf-8", errors="replace").strip()
-                    if not text:
-                        continue
-                    with contextlib.suppress(ValueError):
-                        last_kind = str(json.loads(text).get("kind", ""))
+                    event = event_line(text) if text else None
+                    if event is None:
+                        continue  # only events are sent on: never a line of something else
+                    last_kind = str(event["kind"])
                     out.append(f"id: {inode}-{sent}\ndata: {text}\n\n")
                 if out:
                     self.wfile.write("".join(out).encode("utf-8"))

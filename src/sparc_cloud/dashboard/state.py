@@ -8,6 +8,8 @@ and the events of the latest session the live status of the rest."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,18 +41,34 @@ def seconds(stamp: object) -> float | None:
         return None
 
 
+def read_no_link(path: Path, offset: int = 0) -> bytes:
+    """The bytes of the regular file `path` from `offset`; nothing when it is missing, not a regular file, or a
+    symbolic link (a run folder someone sent may carry a link to a file elsewhere: never read through it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return b""
+        handle.seek(offset)
+        return handle.read()
+
+
+def event_line(line: str) -> dict[str, Any] | None:
+    """One line of `events.jsonl` as an event, None for anything that is not one (damaged, half-written, foreign)."""
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None
+    return item if isinstance(item, dict) and isinstance(item.get("kind"), str) else None
+
+
 def iter_event_lines(path: Path) -> Iterator[dict[str, Any]]:
     """The events of `events.jsonl`, oldest first; a damaged or half-written line is skipped."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and isinstance(item.get("kind"), str):
+    for line in read_no_link(path).decode("utf-8", errors="replace").splitlines():
+        item = event_line(line)
+        if item is not None:
             yield item
 
 
