@@ -478,6 +478,8 @@ def test_escape_sequences_from_a_server_never_reach_the_console(tmp_path: Path) 
     assert not any(line.startswith("12:00:00 p5-completion finished: forged") for line in output.splitlines())
     failed = next(a for a in agents(bundle(out)).values() if a["status"] == "failed")
     assert "\x1b[2J" in failed["error"]  # the record keeps the server's words as they were
+    page = next(out.glob(f"phase-*/{failed['id']}.md")).read_text(encoding="utf-8")
+    assert "\x1b" not in page and "\x07" not in page and "\\x1b[2J" in page  # its Markdown header is escaped
 
     def doctor(data: dict[str, Any]) -> None:
         data["phases"][0]["agents"][0]["model"] = "gemini\x1b[31m[link=https://evil.invalid]x[/link]"
@@ -487,6 +489,17 @@ def test_escape_sequences_from_a_server_never_reach_the_console(tmp_path: Path) 
     assert code == 0 and "\x1b" not in output, output
     code, output = cli("report", str(out), "--markdown")
     assert code == 0 and "\x1b" not in output and "gemini\\x1b[31m" in output, output
+
+
+def test_escape_sequences_in_a_project_file_never_reach_the_markdown(tmp_path: Path) -> None:
+    project = tmp_path / "p.toml"
+    project.write_text('name = "esc"\ngoal = "Show that names are escaped."\n'
+                       '[research]\ntopics = ["red \\u001b[31mtopic\\u0007"]\n'
+                       '[[components]]\nname = "core"\ndescription = "The core."\n', encoding="utf-8")
+    code, output = sim_run(tmp_path / "run", "--phases", "1", project=str(project))
+    assert code == 0, output
+    page = (tmp_path / "run" / "phase-1-specification" / "p1-research-1.md").read_text(encoding="utf-8")
+    assert page.startswith("# p1-research-1: Research: red \\x1b[31mtopic\\x07\n"), page[:120]
 
 
 def test_the_live_table_escapes_control_characters() -> None:

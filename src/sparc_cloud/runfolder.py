@@ -25,6 +25,7 @@ from sparc_cloud.runfiles import (
     write_failure_message,
 )
 from sparc_cloud.safefs import GuardedWriter, Root, check_component
+from sparc_cloud.terminal import clean
 
 log = logging.getLogger(__name__)
 OUTPUT_MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
@@ -342,19 +343,23 @@ class RunFolder:
 
     def write_outputs(self, record: AgentRecord) -> None:
         """The readable Markdown of an agent, and its diff as a .patch."""
+        # The header is built from names a project file or a server chose: control characters are escaped so
+        # `cat`-ing the file cannot drive the terminal (the output below the marker is the model's text, kept
+        # byte for byte so the review gate can tell an edit from the original).
+        title, backend, model = (clean(v, one_line=True) for v in (record.title, record.backend, record.model))
         header = [
-            f"# {record.id}: {record.title}",
+            f"# {record.id}: {title}",
             "",
             f"- status: {record.status}",
-            f"- backend / model: {record.backend} / {record.model}",
+            f"- backend / model: {backend} / {model}",
             f"- tokens: {record.usage.total_tokens} (prompt {record.usage.prompt_tokens}, "
             f"output {record.usage.output_tokens})",
             f"- latency: {record.latency_s:.2f} s, attempts: {record.attempts}",
         ]
         if record.task_id:
-            header.append(f"- Codex task: {record.task_id}")
+            header.append(f"- Codex task: {clean(record.task_id, one_line=True)}")
         if record.error:
-            header.append(f"- error: {record.error}")
+            header.append(f"- error: {clean(record.error, one_line=True)}")
         if record.diff:
             header.append(f"- diff: {record.id}.patch")
         text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
