@@ -365,6 +365,13 @@ def test_a_resume_does_not_copy_reused_records_into_the_journal(tmp_path: Path) 
         assert code == 0 and "13 reused" in output, output
     assert (out / "journal.jsonl").stat().st_size == size
     assert len(finished(out)) == 13
+    # The report still describes the session that ran the agents: its wall time, critical path and speed-up.
+    report = json.loads(cli("report", str(out), "--json")[1])
+    sessions = bundle(out)["sessions"]
+    assert [s["ran"] for s in sessions] == [13, 0, 0, 0] and report["totals"]["sessions"] == 4
+    assert report["totals"]["wall_time_s"] == sessions[0]["wall_time_s"] != sessions[-1]["wall_time_s"]
+    assert report["critical_path"][-1] == "p5-completion" and report["totals"]["sequential_estimate_s"] > 0
+    assert report["makespan_s"] == pytest.approx(report["totals"]["wall_time_s"], rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- 8: spend across sessions

@@ -100,6 +100,8 @@ class Session(BaseModel):
     exit_code: int | None = None
     backend: str | None = None
     spent_usd: float = 0.0  # what this session's newly run agents cost
+    ran: int = 0  # agents this session ran (not reused, not skipped)
+    wall_time_s: float | None = None  # first dispatch to end of this session
 
 
 class Bundle(BaseModel):

@@ -149,17 +149,21 @@ def _seconds(stamp: str | None) -> float | None:
 
 
 def session_records(bundle: Bundle) -> list[AgentRecord]:
-    """The agents the bundle's latest session ran (not reused, not skipped, started in that session)."""
-    since = _seconds(bundle.sessions[-1].started_at) if bundle.sessions else None
-    out = []
-    for record in bundle.records().values():
-        if record.reused or record.status == "skipped":
-            continue
-        begun = _seconds(record.started_at)
-        if since is not None and begun is not None and begun < since:
-            continue
-        out.append(record)
-    return out
+    """The agents of the latest session that ran any (not reused, not skipped, started in that session): a
+    session that only reused earlier results (a no-op `--resume`) leaves the one before it in view."""
+    # A reused record keeps the timestamps of the session that ran it, so it falls in that session's window.
+    candidates = [r for r in bundle.records().values() if r.status != "skipped"]
+    starts = sorted(s for session in bundle.sessions if (s := _seconds(session.started_at)) is not None)
+    if not starts:
+        return [r for r in candidates if not r.reused]
+    for i in range(len(starts) - 1, -1, -1):
+        since, until = starts[i], (starts[i + 1] if i + 1 < len(starts) else None)
+        picked = [r for r in candidates
+                  if (begun := _seconds(r.started_at)) is None
+                  or (begun >= since and (until is None or begun < until))]
+        if picked:
+            return picked
+    return []
 
 
 def measured_makespan(records: Iterable[AgentRecord]) -> float | None:

@@ -642,7 +642,11 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
     if exit_code == 0 and failed:
         exit_code = 1
     bundle.finished_at = utc_now()
-    bundle.totals = compute_totals(bundle, wall)
+    r.session.wall_time_s = round(wall, 3)
+    r.session.ran = sum(1 for rec in done.values() if not rec.reused and rec.status != "skipped")
+    # A session that only reused earlier results (a no-op --resume) keeps the wall time of the last one that ran.
+    walls = [s.wall_time_s for s in bundle.sessions if s.ran and s.wall_time_s is not None]
+    bundle.totals = compute_totals(bundle, walls[-1] if walls else wall)
     r.session.finished_at = bundle.finished_at
     r.session.exit_code = exit_code
     r.folder.write_bundle(bundle)

@@ -9,6 +9,7 @@ from typing import Any
 from sparc_cloud.bundle import load_bundle
 from sparc_cloud.costs import priced
 from sparc_cloud.critical_path import from_bundle as critical_path_of
+from sparc_cloud.critical_path import session_records
 from sparc_cloud.runfolder import RunFolder
 
 
@@ -24,14 +25,11 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
     throttled: dict[str, float] = {}
     by_backend: dict[str, dict[str, Any]] = {}
     total_cost = 0.0
-    agent_time = 0.0
     for phase in bundle.phases:
         rows: list[dict[str, Any]] = []
         for a in phase.agents:
             cost = priced(prices, a) or (a.cost_usd or 0.0)  # no price today: what it cost when it ran
             total_cost += cost
-            if not a.reused:
-                agent_time += a.latency_s
             throttled[a.model] = round(throttled.get(a.model, 0.0) + a.throttled_s, 3)
             share = by_backend.setdefault(a.backend, {"agents": 0, "tokens": 0, "cost_usd": 0.0})
             share["agents"] += 1
@@ -50,6 +48,8 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
                        "tokens": sum(r["tokens"] for r in rows),
                        "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)})
     wall = float(bundle.totals.get("wall_time_s") or 0.0)
+    # The agents of the session the wall time belongs to: the latest that ran any (a no-op resume ran none).
+    agent_time = sum(a.latency_s for a in session_records(bundle))
     path = critical_path_of(bundle)
     return {
         "project": bundle.project, "run_id": bundle.run_id, "backend": bundle.backend,
