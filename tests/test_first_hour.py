@@ -227,6 +227,40 @@ def test_quiet_verbose_and_debug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert code == 0 and os.environ.get("SPARC_DEBUG") == "1"
 
 
+def test_a_run_keeps_the_console_log_level_and_masks_secrets_on_it(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from sparc_cloud.pipeline import _logging_to
+    from sparc_cloud.redact import SecretRegistry
+    from sparc_cloud.runfolder import RunFolder
+
+    logger = logging.getLogger("sparc_cloud")
+    console = io.StringIO()
+    handler = logging.StreamHandler(console)  # what -vv installs
+    handler.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    before = logger.level
+    logger.setLevel(logging.DEBUG)
+    secrets = SecretRegistry()
+    secrets.add("tok-very-secret-value-123")
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare()
+    try:
+        with _logging_to(folder, secrets):
+            assert logger.level == logging.DEBUG
+            logging.getLogger("sparc_cloud.test").debug("debug line")
+            logging.getLogger("sparc_cloud.test").info("token tok-very-secret-value-123 seen")
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+    shown = console.getvalue()
+    assert "debug line" in shown and "token" in shown and "tok-very-secret-value-123" not in shown
+    written = (tmp_path / "run" / "run.log").read_text(encoding="utf-8")
+    assert "debug line" not in written and "token" in written and "tok-very-secret-value-123" not in written
+
+
 def test_help_shows_defaults_env_variables_examples_and_natural_flags() -> None:
     code, top = cli("--help")
     assert code == 0 and "Examples:" in top and "--backend sim" in top and "-q, --quiet" in top

@@ -102,13 +102,24 @@ def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(RedactingFilter(secrets))
+    handler.setLevel(logging.INFO)
     root = logging.getLogger("sparc_cloud")
+    # Every handler already there (the console's under -v) masks the run's secrets as run.log does.
+    masking = RedactingFilter(secrets)
+    others = list(root.handlers)
+    for other in others:
+        other.addFilter(masking)
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    before = root.level
+    # run.log takes INFO and up; a lower level asked for on the console (-vv) stays in force during the run.
+    root.setLevel(min(before, logging.INFO) if before else logging.INFO)
     try:
         yield
     finally:
+        root.setLevel(before)
         root.removeHandler(handler)
+        for other in others:
+            other.removeFilter(masking)
         handler.close()
         stream.close()
 
