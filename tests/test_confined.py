@@ -151,6 +151,20 @@ def test_a_doctored_run_id_is_never_used_as_a_path(finished: Path, tmp_path: Pat
     assert (finished / "bundle.json").exists()  # the previous run was not moved anywhere
 
 
+def test_a_doctored_run_id_in_a_journal_alone_is_refused_naming_the_journal(finished: Path, tmp_path: Path) -> None:
+    journal = finished / "journal.jsonl"
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    header["run_id"] = "../../victim"
+    journal.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n", encoding="utf-8")
+    (finished / "bundle.json").unlink()
+    before = snapshot(tmp_path)
+    code, output = sim_run(finished)
+    assert code == 2 and "the run id" in output and "journal.jsonl" in output and "bundle.json" not in output, output
+    assert changed_outside(before, snapshot(tmp_path), "run") == []
+    assert journal.exists()
+
+
 def test_a_doctored_agent_id_is_refused_by_export_rerun_and_resume(finished: Path, tmp_path: Path) -> None:
     def doctor(data: dict[str, Any]) -> None:
         data["phases"][0]["agents"][0]["id"] = "../../../../escaped"

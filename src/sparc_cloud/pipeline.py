@@ -321,7 +321,7 @@ def _open_session(options: RunOptions, folder: RunFolder, project: Project, sour
     if prior.bundle is None or not (options.phases or options.resume):
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
         if folder.bundle_path.exists() or folder.journal_path.exists():
-            moved = folder.archive_previous(_previous_run_id(folder, run_id))
+            moved = folder.archive_previous(*_previous_run_id(folder, run_id))
             if moved:
                 log.info("moved the previous run to %s", moved)
         bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
@@ -400,10 +400,10 @@ def _record_backend(record: AgentRecord | None, default: str) -> str:
     return (record.run_backend if record is not None else None) or default
 
 
-def _previous_run_id(folder: RunFolder, fallback: str) -> str:
-    """The id of the run a fresh run moves into history/."""
+def _previous_run_id(folder: RunFolder, fallback: str) -> tuple[str, Path]:
+    """The id of the run a fresh run moves into history/, and the file it was read from."""
     try:
-        return folder.load_bundle().run_id
+        return folder.load_bundle().run_id, folder.bundle_path
     except UnsafePath:
         raise  # a doctored bundle: refused (exit 2), never guessed around
     except SparcError:
@@ -411,8 +411,8 @@ def _previous_run_id(folder: RunFolder, fallback: str) -> str:
     with contextlib.suppress(OSError):
         state = folder.read_journal(None)
         if state.run_id:
-            return state.run_id
-    return "unreadable-" + fallback
+            return state.run_id, folder.journal_path
+    return "unreadable-" + fallback, folder.bundle_path
 
 
 def _refuse_other_backend(bundle: Bundle, records: dict[str, AgentRecord], options: RunOptions,

@@ -187,12 +187,12 @@ class RunFolder:
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
-    def archive_previous(self, run_id: str) -> Path | None:
+    def archive_previous(self, run_id: str, source: Path | None = None) -> Path | None:
         """Move an earlier run's own files (never anything else in the folder) into `history/<run_id>/`
-        before a fresh run starts."""
+        before a fresh run starts; `source` is the file the run id was read from (for the error)."""
         if self.root.kind("bundle.json") == "missing" and self.root.kind("journal.jsonl") == "missing":
             return None
-        name = check_component(run_id, "the run id", str(self.bundle_path))
+        name = check_component(run_id, "the run id", str(source or self.bundle_path))
         suffix = 1
         while self.root.kind(f"history/{name}") != "missing":
             suffix += 1
