@@ -17,8 +17,8 @@ from sparc_cloud.terminal import clean
 
 EventKind = Literal[
     "run_started", "agent_queued", "agent_started", "agent_waiting", "agent_retrying", "agent_rate_limited", "agent_polled",
-    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "agent_attached", "phase_done", "phase_stale",
-    "run_done",
+    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "agent_attached", "agent_repairing",
+    "phase_done", "phase_stale", "phase_grown", "run_done",
 ]
 
 

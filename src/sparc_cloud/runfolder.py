@@ -341,7 +341,7 @@ class RunFolder:
         return self.path / phase_dir(record.phase) / f"{record.id}{suffix}"
 
     def write_outputs(self, record: AgentRecord) -> None:
-        """The readable Markdown of an agent, and its diff as a .patch."""
+        """The readable Markdown of an agent, its diff as a .patch, its contract as .json."""
         header = [
             f"# {record.id}: {record.title}",
             "",
@@ -357,10 +357,16 @@ class RunFolder:
             header.append(f"- error: {record.error}")
         if record.diff:
             header.append(f"- diff: {record.id}.patch")
+        if record.output_json is not None:
+            repaired = " (after one repair turn)" if record.contract_repaired else ""
+            header.append(f"- {record.contract or 'contract'}: {record.id}.json, validated{repaired}")
+        elif record.contract_errors:
+            header.append(f"- contract broken: {'; '.join(record.contract_errors[:3])}")
+        contract = json.dumps(record.output_json, indent=2) + "\n" if record.output_json is not None else None
         text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
         if not text.endswith("\n"):
             text += "\n"
-        for suffix, data in ((".md", text), (".patch", record.diff)):
+        for suffix, data in ((".md", text), (".patch", record.diff), (".json", contract)):
             if data:
                 path = self.output_path(record, suffix)
                 try:
