@@ -345,3 +345,26 @@ def test_a_resume_in_the_middle_of_a_grown_phase_4(tmp_path: Path) -> None:
     assert not records["p4-markdown-store"]["reused"] and not records["p4-notes-interface"]["reused"]
     assert [r["id"] for r in records.values() if r["phase"] == 4] == [
         "p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]
+
+
+def test_an_edited_architecture_json_decides_phase_4_and_a_broken_one_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    path = out / "phase-3-architecture" / "p3-architecture.json"
+    good = path.read_text(encoding="utf-8")
+    path.write_text('{"components": [{"name": "x", "depends_on": ["ghost"]}]}', encoding="utf-8")
+    code, output = sim_run(out, "--phases", "4-5", project=NO_COMPONENTS)
+    assert code == 2 and "p3-architecture.json breaks the architecture contract at components.0.responsibility" \
+        in output and "Traceback" not in output
+    assert agents(bundle(out))["p3-architecture"]["output_json"] == json.loads(good)  # nothing was lost
+    data = json.loads(good)
+    data["components"] = [c for c in data["components"] if c["name"] != "Notes interface"]
+    data["components"].append({"name": "Search index", "responsibility": "client-side search",
+                               "depends_on": ["Markdown store"]})
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, output = sim_run(out, "--phases", "4-5", project=NO_COMPONENTS)
+    assert code == 0, output
+    records = agents(bundle(out))
+    assert records["p3-architecture"]["edited"] is True
+    assert [r["id"] for r in records.values() if r["phase"] == 4] == [
+        "p4-publish-core", "p4-markdown-store", "p4-search-index", "p4-integration"]

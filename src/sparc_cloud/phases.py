@@ -249,6 +249,7 @@ def prompt_variables(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]
         if phase.provides and phase.main and phase.provides != "implementation":
             variables[phase.provides] = text(phase.main)
     variables["expected_components"] = _expected(project)
+    variables["acceptance_criteria"] = _criteria(outputs.get("p1-synthesis"))
     if agent.template == "integration":
         variables["component_outputs"] = "\n\n".join(
             f"### {plan.by_id[aid].title}\n\n{_with_diff(outputs[aid])}"
@@ -258,6 +259,17 @@ def prompt_variables(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]
     if "p4-integration" in outputs:
         variables["implementation"] = _with_diff(outputs["p4-integration"])
     return variables
+
+
+def _criteria(spec: Output | None) -> str:
+    """The specification contract's acceptance criteria, one per line with its id (the completion checks each)."""
+    try:
+        model = Specification.model_validate(spec.data) if spec is not None and spec.data is not None else None
+    except ValidationError:
+        model = None
+    if model is None:
+        return "(the specification has no contract: check the criteria it states)"
+    return "\n".join(f"- **{c.id}** ({c.requirement}): {c.text}" for c in model.acceptance_criteria)
 
 
 def _expected(project: Project) -> str:

@@ -30,7 +30,8 @@ TEMPLATE_VARS: dict[str, set[str]] = {
     "component": COMMON_VARS | {"component_name", "component_description", "component_index", "specification",
                                 "pseudocode", "architecture"},
     "integration": COMMON_VARS | {"specification", "pseudocode", "architecture", "component_outputs"},
-    "completion": COMMON_VARS | {"specification", "pseudocode", "architecture", "implementation"},
+    "completion": COMMON_VARS | {"specification", "pseudocode", "architecture", "implementation",
+                                 "acceptance_criteria"},
 }
 
 

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydantic import ValidationError
+
 from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
+from sparc_cloud.contracts import CONTRACTS
 from sparc_cloud.errors import ConfigError, RunFolderWriteError
 from sparc_cloud.phases import phase_dir
 from sparc_cloud.runfiles import (
@@ -333,7 +336,38 @@ class RunFolder:
                 record.edited = True
                 record.edited_hash = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
                 edited.append(record.id)
+            if self._apply_contract_edit(record) and record.id not in edited:
+                edited.append(record.id)
         return edited
+
+    def _apply_contract_edit(self, record: AgentRecord) -> bool:
+        """Take an edited `<agent>.json` (the contract) into the record, validated; a broken one is a ConfigError
+        that names the file and leaves every record as it was."""
+        if record.output_json is None or record.contract not in CONTRACTS:
+            return False
+        path = self.output_path(record, ".json")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}). Fix it, or delete it to keep the agent's own "
+                              "contract.") from None
+        if data == record.output_json:
+            return False
+        try:
+            model = CONTRACTS[str(record.contract)].model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the top level"
+            raise ConfigError(f"{path} breaks the {record.contract} contract at {where}: {first['msg']}. Fix it, or "
+                              "delete it to keep the agent's own contract.") from None
+        record.output_json = model.model_dump(mode="json")
+        record.edited = True
+        record.edited_hash = "sha256:" + hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        return True
 
     def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
         """`phase-1-specification/p1-research-1.md` (the id and phase are checked before they become a path)."""
