@@ -368,3 +368,33 @@ def test_an_edited_architecture_json_decides_phase_4_and_a_broken_one_is_refused
     assert records["p3-architecture"]["edited"] is True
     assert [r["id"] for r in records.values() if r["phase"] == 4] == [
         "p4-publish-core", "p4-markdown-store", "p4-search-index", "p4-integration"]
+
+
+def test_an_architecture_on_codex_is_parsed_from_the_tasks_text(tmp_path: Path) -> None:
+    project = tmp_path / "arch-on-codex.toml"
+    project.write_text(Path(NO_COMPONENTS).read_text(encoding="utf-8") + '\n[phases.architecture]\nbackend = "codex"\n',
+                       encoding="utf-8")
+    out = tmp_path / "run"
+    code, output = sim_run(out, "--phases", "1-4", project=str(project))
+    assert code == 0, output
+    records = agents(bundle(out))
+    assert records["p3-architecture"]["backend"] == "codex" and records["p3-architecture"]["task_id"]
+    assert records["p3-architecture"]["output_json"]["components"][0]["name"] == "Publish core"
+    assert "p4-publish-core" in records
+
+
+def test_the_live_view_follows_a_grown_phase_4() -> None:
+    from rich.console import Console
+
+    from sparc_cloud.progress import LiveProgress
+
+    project = parse_project('name = "p"\ngoal = "g"\n[research]\ntopics = ["t"]\n', "p.toml")
+    templates = load_templates(project)
+    before = build_plan(project, templates)
+    view = LiveProgress(before.agents, Console(record=True, width=160, color_system=None))
+    assert [aid for aid in view.rows if aid.startswith("p4-")] == ["p4-integration"]
+    after = build_plan(project, templates, Architecture.model_validate(arch(comp("api"), comp("ui", "api"))))
+    view.replace_phase(4, after.phase_agents(4))
+    assert list(view.rows)[-4:] == ["p4-api", "p4-ui", "p4-integration", "p5-completion"]
+    view.console.print(view)
+    assert "p4-ui" in view.console.export_text()

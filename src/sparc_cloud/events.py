@@ -66,6 +66,8 @@ class EventBus:
 def _line(event: Event) -> str:
     if event.kind == "phase_done":
         return f"phase {event.phase} done: {event.message}"
+    if event.kind == "phase_grown":
+        return f"phase {event.phase}: {event.message}"
     if event.kind == "phase_stale":
         return f"phase {event.phase} {event.message.split(' ', 1)[-1] if event.message else 'is stale'}"
     who = f"{event.agent_id} " if event.agent_id else (f"phase {event.phase} " if event.phase else "")
