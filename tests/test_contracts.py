@@ -57,6 +57,8 @@ def test_an_architecture_refuses_unknown_dependencies_cycles_and_duplicate_names
         Architecture.model_validate(arch(comp("a", "b"), comp("b", "a")))
     with pytest.raises(ValidationError, match="appears twice"):
         Architecture.model_validate(arch(comp("Vector store"), comp("vector-store")))
+    with pytest.raises(ValidationError, match="one line of printable characters"):
+        Architecture.model_validate(arch(comp("evil\x1b[2J\nname")))
     with pytest.raises(ValidationError, match="at most 24"):
         Architecture.model_validate(arch(*(comp(f"c{i}") for i in range(30))))
 

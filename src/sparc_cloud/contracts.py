@@ -9,6 +9,7 @@ checked by validators instead, so a model never gets a schema the server refuses
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,6 +115,14 @@ class Component(_Contract):
     interfaces: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list, description="names of components this one builds on")
     tests: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        # the name titles an agent on terminals and in files: no escape sequences, no line breaks
+        if any(unicodedata.category(ch).startswith("C") for ch in name):
+            raise ValueError("the name must be one line of printable characters")
+        return name
 
 
 class Architecture(_Contract):
