@@ -400,3 +400,18 @@ def test_the_live_view_follows_a_grown_phase_4() -> None:
     assert list(view.rows)[-4:] == ["p4-api", "p4-ui", "p4-integration", "p5-completion"]
     view.console.print(view)
     assert "p4-ui" in view.console.export_text()
+
+
+def test_a_failed_architecture_rerun_drops_no_component(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, project=NO_COMPONENTS)[0] == 0
+    before = [r["id"] for r in agents(bundle(out)).values() if r["phase"] == 4]
+    faults = scenario(tmp_path, '[[faults]]\nendpoint = "gemini.generate"\nmodel = "gemini-2.5-pro"\nat_call = 1\n'
+                                'responses = ["bad-json", "bad-json"]\n')
+    code, output = sim_run(out, "--scenario", faults, "--phases", "3-4", project=NO_COMPONENTS)
+    assert code == 1 and "Dropped" not in output and "Traceback" not in output
+    records = agents(bundle(out))
+    assert records["p3-architecture"]["status"] == "failed"
+    assert [r["id"] for r in records.values() if r["phase"] == 4] == before
+    assert all(records[aid]["status"] == "skipped" for aid in before)
+    assert records["p2-pseudocode"]["status"] == "completed" and records["p5-completion"]["status"] == "completed"

@@ -683,6 +683,8 @@ def _grow(r: _Run, sinks: _Sinks, executor: AgentExecutor, records: dict[str, Ag
     """Rebuild the plan from the architecture that just ran; say how phase 4 changed."""
     before = [a.id for a in r.plan.phase_agents(GROWS_AT)]
     plan = plan_for(r.plan.project, r.plan.templates, records)
+    if plan.architecture is None and r.plan.architecture is not None:
+        return  # the architecture failed now: phase 4 keeps the components it had (its agents are skipped)
     after = [a.id for a in plan.phase_agents(GROWS_AT)]
     r.plan = executor.plan = plan
     if sinks.live is not None and GROWS_AT in r.selected:
