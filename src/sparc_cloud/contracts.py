@@ -245,8 +245,14 @@ def check_criteria(completion: Completion, criteria: Iterable[str]) -> list[str]
 # ---------------------------------------------------------------------------------------- schemas
 
 
+# Keywords left out of the schema sent to servers (the model checks them locally): titles and defaults are
+# noise, `maxItems` is refused by some, and string bounds and patterns are not supported everywhere.
+_DROPPED = ("title", "default", "maxItems", "minLength", "maxLength", "pattern")
+
+
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema as servers take it: `$defs` inlined, titles and `maxItems` dropped."""
+    """The model's JSON Schema as servers take it: `$defs` inlined; only types, properties, required, items,
+    minItems, enum and descriptions remain."""
     raw = model.model_json_schema()
     defs = raw.pop("$defs", {})
 
@@ -255,7 +261,7 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 return inline(defs[ref.removeprefix("#/$defs/")])
-            return {k: inline(v) for k, v in node.items() if k not in ("title", "maxItems", "default")}
+            return {k: inline(v) for k, v in node.items() if k not in _DROPPED}
         if isinstance(node, list):
             return [inline(v) for v in node]
         return node
