@@ -416,3 +416,41 @@ def test_a_failed_architecture_rerun_drops_no_component(tmp_path: Path) -> None:
     assert [r["id"] for r in records.values() if r["phase"] == 4] == before
     assert all(records[aid]["status"] == "skipped" for aid in before)
     assert records["p2-pseudocode"]["status"] == "completed" and records["p5-completion"]["status"] == "completed"
+
+
+def test_the_contract_repair_demo_scenario_shows_a_refused_schema_and_a_repair(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    demo = str(EXAMPLES / "scenarios" / "contract-repair.toml")
+    code, output = sim_run(out, "--scenario", demo, project=NO_COMPONENTS)
+    assert code == 0, output
+    records = agents(bundle(out))
+    assert records["p1-synthesis"]["schema_fallback"] == "prompt" and records["p3-architecture"]["contract_repaired"]
+    report = cli("report", str(out))[1]
+    assert "p1-synthesis: the server refused the JSON Schema" in report
+    assert "p3-architecture: repaired by one repair turn" in report
+
+
+def test_the_simulators_chat_route_takes_response_format_as_openai_does(sim: Any) -> None:
+    import requests
+
+    from sparc_cloud.sim.chat import SIM_CHAT_KEY
+
+    url, headers = f"{sim.url}/v1/chat/completions", {"Authorization": f"Bearer {SIM_CHAT_KEY}"}
+    prompt = "SPARC phase 3 (architecture): system architecture.\nProject: p\nGoal: Index garden photos quickly."
+    ask = ask_for("architecture")
+    assert ask is not None
+    fmt = {"type": "json_schema", "json_schema": {"name": "architecture", "schema": ask.schema}}
+    answer = requests.post(url, headers=headers, timeout=10, json={
+        "model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}], "response_format": fmt})
+    assert answer.status_code == 200
+    model, errors = read_answer("architecture", answer.json()["choices"][0]["message"]["content"])
+    assert errors == [] and isinstance(model, Architecture)
+    assert [c.name for c in model.components] == ["Index core", "Garden store", "Photos interface"]
+    refused = requests.post(url, headers=headers, timeout=10, json={
+        "model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}],
+        "response_format": {"type": "json_object"}})
+    assert refused.status_code == 400 and "must contain the word 'json'" in refused.json()["error"]["message"]
+    bad = requests.post(url, headers=headers, timeout=10, json={
+        "model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"

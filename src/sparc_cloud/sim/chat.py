@@ -103,6 +103,9 @@ def completions(state: SimState, authorization: str | None, raw: bytes) -> Reply
             and fmt["json_schema"].get("name")))):
         return openai_error(400, "Invalid value for 'response_format': expected text, json_object, or json_schema "
                             "with a name and a schema.", "invalid_request_error", None, "response_format")
+    if kind == "json_object" and "json" not in prompt.lower():  # as OpenAI refuses it
+        return openai_error(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+                            "type 'json_object'.", "invalid_request_error", None, "messages")
     fault = state.next_fault("openai.chat", model)
     if fault == "schema-400" and kind == "json_schema":  # a server without structured outputs
         return openai_error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported "
