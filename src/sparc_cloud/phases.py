@@ -335,6 +335,6 @@ def parse_phase_selection(text: str) -> list[int]:
             raise ConfigError(f"--phases {text!r} is not a phase list: use e.g. 4, 1,3 or 2-4.") from None
     bad = sorted(n for n in chosen if n not in PHASES)
     if bad or not chosen:
-        raise ConfigError(f"--phases {text!r}: phases are numbered 1 to 5 "
-                          "(1 specification, 2 pseudocode, 3 architecture, 4 refinement, 5 completion).")
+        raise ConfigError(f"--phases {text!r}: phases are numbered {min(PHASES)} to {max(PHASES)} ("
+                          + ", ".join(f"{d.number} {d.key}" for d in PHASE_DEFS) + ").")
     return sorted(chosen)
