@@ -115,6 +115,10 @@ def test_an_answer_in_a_fence_with_prose_around_it_is_read() -> None:
     model, errors = read_answer("architecture", text)
     assert errors == [] and isinstance(model, Architecture) and model.components[0].name == "a"
     assert strip_fences('noise {"a": 1} trailing') == '{"a": 1}'
+    inner = json.dumps({"checklist": [{"criterion": "AC1", "met": True, "evidence": "e"}],
+                        "documentation": "Run:\n```json\n{\"x\": 1}\n```\n"})
+    model, errors = read_answer("completion", inner)  # a fence inside a string of a bare JSON answer
+    assert errors == [] and isinstance(model, Completion) and "```json" in model.documentation
 
 
 @pytest.mark.parametrize("text, says", [

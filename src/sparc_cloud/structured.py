@@ -70,11 +70,13 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def read_answer(name: str, text: str, extra_checks: Callable[[BaseModel], list[str]] | None = None
                 ) -> tuple[BaseModel | None, list[str]]:
     """(the validated contract, []) or (None, errors with field paths) for one answer."""
-    body = strip_fences(text)
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        return None, [f"the answer is not valid JSON ({exc})"]
+    try:  # a native JSON answer as it is (its strings may hold fenced blocks of their own)
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = json.loads(strip_fences(text))
+        except ValueError as exc:
+            return None, [f"the answer is not valid JSON ({exc})"]
     if not isinstance(data, dict):
         return None, [f"the answer is a JSON {type(data).__name__}, not an object"]
     try:
