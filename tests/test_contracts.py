@@ -312,6 +312,11 @@ def test_a_rerun_of_phase_3_that_adds_and_removes_a_component(tmp_path: Path) ->
     assert records["p4-publish-core"]["status"] == "completed"
     # phases 1-3 are stale (the goal changed under them); phase 4 matches the architecture now
     assert {p["number"] for p in bundle(out)["phases"] if p["stale"]} == {1, 2, 3}
+    # the journal still holds the dropped agent's record: neither a rerun nor a resume brings it back
+    code, output = sim_run(out, "--phases", "5", project=str(project))
+    assert code == 0 and "gone:" not in output and "p4-notes-interface" not in agents(bundle(out))
+    code, output = sim_run(out, "--resume", project=str(project))
+    assert code == 0 and "p4-notes-interface" not in output and "p4-notes-interface" not in agents(bundle(out))
 
 
 def test_phase_4_alone_needs_an_architecture_with_a_contract(tmp_path: Path) -> None:

@@ -212,6 +212,7 @@ class _Run:
     prices: dict[str, tuple[float, float]]
     attach: dict[str, TaskMark]
     earlier: dict[int, list[str]] = field(default_factory=dict)  # agents the selected phases had before this session
+    dropped: list[str] = field(default_factory=list)  # of those, the ones the grown phase no longer has
 
 
 def run(options: RunOptions) -> RunOutcome:
@@ -646,6 +647,8 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
                 continue
             if wave[0] >= GROWS_AT and any(n < GROWS_AT for n in r.selected):
                 _grow(r, sinks, executor, {**r.records, **done})
+            if wave[0] >= GROWS_AT:
+                _drop(r, sinks)
             agents = [a for a in r.plan.agents if a.phase in wave]
             if stop_reason is not None:  # fail-fast or the deadline stopped the first wave: nothing more starts
                 for agent in agents:
@@ -679,6 +682,16 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
     return done, exit_code
 
 
+def _drop(r: _Run, sinks: _Sinks) -> None:
+    """Journal and say which agents of the phase now run left it (components the architecture no longer names)."""
+    r.dropped = [aid for aid in r.earlier.get(GROWS_AT, []) if aid not in r.plan.by_id]
+    if not r.dropped:
+        return
+    _write_or_stop(r.options, r.folder, None, lambda: r.folder.append_dropped(r.bundle.run_id, r.dropped))
+    sinks.bus.emit(Event("phase_grown", phase=GROWS_AT, message=f"dropped from the bundle: {', '.join(r.dropped)} "
+                         "(components the architecture no longer names)", data={"dropped": r.dropped}))
+
+
 def _grow(r: _Run, sinks: _Sinks, executor: AgentExecutor, records: dict[str, AgentRecord]) -> None:
     """Rebuild the plan from the architecture that just ran; say how phase 4 changed."""
     before = [a.id for a in r.plan.phase_agents(GROWS_AT)]
@@ -701,10 +714,7 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
     """Mark stale phases, write the final bundle, emit `run_done`, and build the closing message."""
     options, bundle, bus = r.options, r.bundle, sinks.bus
     stale = _mark_stale(r.plan, bundle, r.selected, executor)
-    dropped = [aid for aid in r.earlier.get(GROWS_AT, []) if aid not in r.plan.by_id]
-    if dropped:
-        bus.emit(Event("phase_grown", phase=GROWS_AT, message=f"dropped from the bundle: {', '.join(dropped)} "
-                       "(components the architecture no longer names)", data={"dropped": dropped}))
+    dropped = r.dropped
     for number, reason in stale.items():
         bus.emit(Event("phase_stale", phase=number, message=f"{PHASES[number][1]} is stale: {reason}",
                        data={"reason": reason}))

@@ -75,6 +75,11 @@ class JournalState:
             mark = TaskMark(**item["task"])
             self.tasks[mark.id] = mark
             return
+        if "dropped" in item:  # agents a later plan no longer has (components the architecture stopped naming)
+            for aid in item["dropped"]:
+                self.records.pop(str(aid), None)
+                self.tasks.pop(str(aid), None)
+            return
         record = AgentRecord.model_validate(item["record"])
         self.records[record.id] = record
         self.tasks.pop(record.id, None)
@@ -264,6 +269,10 @@ class RunFolder:
     def append_task_mark(self, run_id: str, mark: TaskMark) -> None:
         """A line saying an agent is creating (or has created) a paid cloud task, so a resume can find it."""
         self.journal_bytes += self._append_line({"run_id": run_id, "task": asdict(mark)})
+
+    def append_dropped(self, run_id: str, ids: list[str]) -> None:
+        """A line saying these agents left the plan: a resume no longer brings their records back."""
+        self.journal_bytes += self._append_line({"run_id": run_id, "dropped": ids})
 
     def sync(self) -> None:
         """fsync the journal."""
