@@ -463,3 +463,51 @@ def test_the_simulators_chat_route_takes_response_format_as_openai_does(sim: Any
         "model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+
+
+def test_a_code_assist_500_about_the_schema_after_retries_is_a_schema_refusal() -> None:
+    from sparc_cloud.errors import RetriesExhausted
+
+    exc = RetriesExhausted("gemini generateContent: HTTP 500: Failed to parse responseJsonSchema field", attempts=3,
+                           status=500)
+    assert schema_refused(exc)
+    assert not schema_refused(RetriesExhausted("HTTP 500: Internal error", attempts=3, status=500))
+
+
+class _FakeChat:
+    """A chat server that refuses json_schema and answers bad JSON first, good JSON after."""
+
+    def __init__(self) -> None:
+        self.formats: list[str | None] = []
+
+    def complete(self, prompt: str, *, response_format: dict[str, Any] | None = None, **_: Any) -> Any:
+        from sparc_cloud.clients.openai import ChatResult, ChatUsage
+
+        kind = response_format["type"] if response_format else None
+        self.formats.append(kind)
+        if kind == "json_schema":
+            raise ApiError("local chat/completions: HTTP 400: response_format json_schema is not supported",
+                           status=400)
+        good = "Your previous answer" in prompt
+        text = json.dumps(arch(comp("core")) if good else {"summary": "no components"})
+        return ChatResult(text=text, model="m", usage=ChatUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+                          attempts=1, request_id=f"id-{len(self.formats)}")
+
+
+def test_the_repair_turn_keeps_the_format_the_server_took_and_adds_up_usage() -> None:
+    from sparc_cloud.backends.openai import OpenAIBackend
+    from sparc_cloud.repair import run_with_contract
+
+    fake = _FakeChat()
+    call = _call("architecture")
+    repairs: list[list[str]] = []
+    run_with_contract(OpenAIBackend("local", fake), call, _hooks(), None, repairs.append)  # type: ignore[arg-type]
+    assert fake.formats == ["json_schema", "json_object", "json_object"]  # refused once, then kept
+    record = call.record
+    assert record.schema_fallback == "json_object" and record.contract_repaired
+    assert repairs == [["components: Field required"]]
+    assert record.usage.total_tokens == 30 and record.attempts == 2 and record.request_id == "id-3"
+    assert record.output_json == {"summary": "", "components": [
+        {"name": "core", "responsibility": "does core", "files": [], "interfaces": [], "depends_on": [], "tests": []}],
+        "data_flow": "", "decisions": []}
+    assert record.output_text.startswith("# Architecture")
