@@ -511,3 +511,25 @@ def test_the_repair_turn_keeps_the_format_the_server_took_and_adds_up_usage() ->
         {"name": "core", "responsibility": "does core", "files": [], "interfaces": [], "depends_on": [], "tests": []}],
         "data_flow": "", "decisions": []}
     assert record.output_text.startswith("# Architecture")
+
+
+@pytest.mark.parametrize("api_key", [False, True], ids=["code-assist", "public-api"])
+def test_gemini_answers_a_schema_with_json_on_both_paths(sim: Any, isolated_env: Path, api_key: bool) -> None:
+    from sparc_cloud.clients.factory import ClientContext, make_gemini
+    from sparc_cloud.redact import SecretRegistry
+    from tests.conftest import FAST, sim_settings
+
+    extra = {"gemini_api_key": sim.api_key()} if api_key else {}
+    ctx = ClientContext(settings=sim_settings(sim, isolated_env, **extra), clock=RealClock(), secrets=SecretRegistry(),
+                        time_scale=FAST)
+    client = make_gemini(ctx)
+    assert client.config.mode == ("api-key" if api_key else "code-assist")
+    ask = ask_for("specification")
+    assert ask is not None
+    prompt = "SPARC phase 1 (specification): synthesis.\nProject: p\n\nWrite the specification."
+    result = client.generate(prompt, model="gemini-2.5-pro", generation_config={
+        "responseMimeType": "application/json", "responseJsonSchema": ask.schema})
+    model, errors = read_answer("specification", result.text)
+    assert errors == [] and isinstance(model, Specification) and model.acceptance_criteria[0].id == "AC1"
+    plain = client.generate(prompt, model="gemini-2.5-pro")  # asked for no JSON: Markdown as before
+    assert read_answer("specification", plain.text)[0] is None
