@@ -533,3 +533,29 @@ def test_gemini_answers_a_schema_with_json_on_both_paths(sim: Any, isolated_env:
     assert errors == [] and isinstance(model, Specification) and model.acceptance_criteria[0].id == "AC1"
     plain = client.generate(prompt, model="gemini-2.5-pro")  # asked for no JSON: Markdown as before
     assert read_answer("specification", plain.text)[0] is None
+
+
+def test_the_architecture_must_cover_the_projects_components() -> None:
+    from sparc_cloud.phases import contract_checks
+
+    project = parse_project('name = "p"\ngoal = "g"\n[research]\ntopics = ["t"]\n[[components]]\nname = "Vector store"\n'
+                            'description = "d"\n[[components]]\nname = "API"\ndescription = "d"\n', "p.toml")
+    plan = build_plan(project, load_templates(project))
+    checks = contract_checks(plan, plan.by_id["p3-architecture"], {})
+    assert checks is not None
+    model, errors = read_answer("architecture", json.dumps(arch(comp("vector-store"), comp("UI"))), checks)
+    assert model is None and errors == [
+        "components: the project lists the component 'API'; the architecture must include it (same name)"]
+    assert read_answer("architecture", json.dumps(arch(comp("Vector Store"), comp("api"))), checks)[1] == []
+
+
+def test_the_dashboard_plans_phase_4_from_the_bundles_architecture(tmp_path: Path) -> None:
+    from sparc_cloud.bundle import load_bundle
+    from sparc_cloud.dashboard.state import load_plan
+
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    plan = load_plan(load_bundle(out / "bundle.json"))
+    assert plan is not None
+    assert [a.id for a in plan.phase_agents(4)] == [
+        "p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]
