@@ -32,12 +32,20 @@ MASTER_KEY = "sk-MARKER-LITELLM-MASTER-0000000000"
 DIFF = ("diff --git a/pkg/store.py b/pkg/store.py\nnew file mode 100644\n--- /dev/null\n+++ b/pkg/store.py\n"
         "@@ -0,0 +1,2 @@\n+STORE: dict[str, str] = {}\n+LIMIT = 100\n")
 NOTES = "# Notes\n\nA mocked answer from the proxy."
+# Phases with a contract answer JSON: the proxy's mocked answers meet the contracts (the completion checks the
+# simulator's specification's acceptance criteria AC1-AC4 by id).
+PSEUDO = {"modules": [{"name": "store", "functions": [{"name": "put", "steps": ["validate", "write"]}]}]}
+ARCH = {"components": [{"name": "Store core", "responsibility": "the in-memory store", "files": ["pkg/store.py"]}]}
+DONE = {"checklist": [{"criterion": f"AC{i}", "met": True, "evidence": "pkg/store.py"} for i in range(1, 5)]}
 CONFIG = {
     "model_list": [
         {"model_name": "notes", "litellm_params": {"model": "openai/notes", "api_key": "sk-unused",
                                                    "mock_response": NOTES}},
         {"model_name": "coder", "litellm_params": {"model": "openai/coder", "api_key": "sk-unused",
                                                    "mock_response": f"Built the store.\n\n```diff\n{DIFF}```\n"}},
+        *({"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_key": "sk-unused",
+                                                  "mock_response": json.dumps(answer)}}
+          for name, answer in (("pseudo", PSEUDO), ("arch", ARCH), ("done", DONE))),
     ],
 }
 STARTUP_S = 120.0  # generous: the proxy imports a lot; the test waits for its liveness route, not a fixed time
@@ -140,13 +148,13 @@ api_key_env = "LITELLM_KEY"
 model = "gemini-2.5-flash"
 synthesis_model = "gemini-2.5-pro"
 [phases.pseudocode]
-model = "litellm/notes"
+model = "litellm/pseudo"
 [phases.architecture]
-model = "openai/notes"
+model = "openai/arch"
 [phases.refinement]
 backend = "codex"
 [phases.completion]
-model = "litellm/coder"
+model = "litellm/done"
 [codex]
 environment = "memory-extension"
 ''', encoding="utf-8")
@@ -158,7 +166,13 @@ environment = "memory-extension"
     assert outcome.bundle is not None
     records = {a.id: a for p in outcome.bundle.phases for a in p.agents}
     assert {r.backend for r in records.values()} == {"gemini", "litellm", "openai", "codex"}
-    assert records["p2-pseudocode"].output_text == NOTES and records["p3-architecture"].output_text == NOTES
+    assert records["p2-pseudocode"].output_json is not None
+    assert records["p2-pseudocode"].schema_fallback is None  # the proxy takes response_format json_schema
+    assert records["p2-pseudocode"].output_json["modules"][0]["functions"][0]["steps"] == ["validate", "write"]
+    assert records["p5-completion"].output_json is not None
+    assert records["p3-architecture"].output_json is not None
+    assert [c["name"] for c in records["p3-architecture"].output_json["components"]] == ["Store core"]
+    assert "### Store core" in records["p3-architecture"].output_text  # the Markdown rendered from the contract
     assert records["p2-pseudocode"].usage.prompt_tokens > 0
     assert records["p4-component-1"].diff and records["p4-component-1"].diff.startswith("diff --git")
     leaked = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and MASTER_KEY in p.read_text(errors="replace")]

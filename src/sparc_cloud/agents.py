@@ -21,9 +21,11 @@ from sparc_cloud.errors import (
 from sparc_cloud.events import Event, EventBus, EventKind
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.retry import RetryNotice
-from sparc_cloud.phases import AgentSpec, Output, Plan, inputs_hash, render_prompt
+from sparc_cloud.phases import AgentSpec, Output, Plan, contract_checks, inputs_hash, render_prompt
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.repair import run_with_contract
 from sparc_cloud.runfolder import TaskMark
+from sparc_cloud.structured import ask_for
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class AgentExecutor:
 
     def digest(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> str:
         """The inputs hash the agent would have with these dependency records."""
-        outputs = {aid: Output(r.output_text, r.diff) for aid, r in deps.items()}
+        outputs = {aid: Output(r.output_text, r.diff, r.output_json) for aid, r in deps.items()}
         system, prompt = render_prompt(self.plan, agent, outputs)
         return inputs_hash(agent, system, prompt)
 
@@ -74,7 +76,7 @@ class AgentExecutor:
         return backend is not None and backend.same_place(earlier)
 
     def __call__(self, agent: AgentSpec, deps: Mapping[str, AgentRecord]) -> AgentRecord:
-        outputs = {aid: Output(r.output_text, r.diff) for aid, r in deps.items()}
+        outputs = {aid: Output(r.output_text, r.diff, r.output_json) for aid, r in deps.items()}
         system, prompt = render_prompt(self.plan, agent, outputs)
         digest = inputs_hash(agent, system, prompt)
         earlier = self.reuse.get(agent.id)
@@ -114,8 +116,19 @@ class AgentExecutor:
             self.bus.emit(Event("agent_waiting", agent.id, agent.phase, f"waiting {seconds:.1f} s for the {why}",
                                 {"wait_s": seconds, "why": why}))
 
+        def on_repair(errors: list[str]) -> None:
+            self.bus.emit(Event("agent_repairing", agent.id, agent.phase,
+                                f"the answer broke the {agent.contract} contract ({errors[0]}"
+                                f"{f' and {len(errors) - 1} more' if len(errors) > 1 else ''}): one repair turn",
+                                {"errors": errors}))
+
         try:
-            self.backends[agent.backend].run(AgentCall(agent, system, prompt, record, on_retry, on_wait), self.hooks)
+            call = AgentCall(agent, system, prompt, record, on_retry, on_wait, ask_for(agent.contract))
+            if call.contract is None:
+                self.backends[agent.backend].run(call, self.hooks)
+            else:
+                run_with_contract(self.backends[agent.backend], call, self.hooks,
+                                  contract_checks(self.plan, agent, outputs), on_repair)
             record.status = "completed"
         except Cancelled:
             raise

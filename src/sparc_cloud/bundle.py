@@ -44,7 +44,12 @@ class AgentRecord(BaseModel):
     model: str
     depends_on: list[str] = Field(default_factory=list)
     status: AgentStatus
-    output_text: str = ""
+    output_text: str = ""  # an agent with a contract: the Markdown rendered from it
+    output_json: dict[str, Any] | None = None  # the validated contract (None where the phase has none)
+    contract: str | None = None  # the contract its answer had to meet
+    contract_errors: list[str] | None = None  # what the first answer broke (a repair turn followed)
+    contract_repaired: bool = False  # the repair turn fixed it
+    schema_fallback: str | None = None  # the server refused the native schema: "json_object" or "prompt"
     usage: Usage = Field(default_factory=Usage)
     usage_estimated: bool = False
     usage_details: dict[str, int] | None = None  # the server's token details (cached_tokens, reasoning_tokens, ...)
@@ -67,7 +72,7 @@ class AgentRecord(BaseModel):
     branch: str | None = None
     diff: str | None = None
     worklog: list[str] | None = None
-    outputs: list[str] | None = None  # a chat model's answers when a repair turn was needed (first, repaired)
+    outputs: list[str] | None = None  # the raw answers when a repair turn was needed (first, repaired)
     polls: int | None = None
     detection_delay_s: float | None = None
     # Where the agent ran: "live" (the real clouds) or "sim" (the simulator). Records of one backend are never

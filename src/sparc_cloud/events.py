@@ -17,8 +17,8 @@ from sparc_cloud.terminal import clean
 
 EventKind = Literal[
     "run_started", "agent_queued", "agent_started", "agent_waiting", "agent_retrying", "agent_rate_limited", "agent_polled",
-    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "agent_attached", "phase_done", "phase_stale",
-    "run_done",
+    "agent_finished", "agent_failed", "agent_skipped", "agent_reused", "agent_attached", "agent_repairing",
+    "phase_done", "phase_stale", "phase_grown", "run_done",
 ]
 
 
@@ -66,6 +66,8 @@ class EventBus:
 def _line(event: Event) -> str:
     if event.kind == "phase_done":
         return f"phase {event.phase} done: {event.message}"
+    if event.kind == "phase_grown":
+        return f"phase {event.phase}: {event.message}"
     if event.kind == "phase_stale":
         return f"phase {event.phase} {event.message.split(' ', 1)[-1] if event.message else 'is stale'}"
     who = f"{event.agent_id} " if event.agent_id else (f"phase {event.phase} " if event.phase else "")

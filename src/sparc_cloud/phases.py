@@ -1,23 +1,39 @@
-"""The five SPARC phases: which agents, which prompts, which dependencies -> a Plan."""
+"""The SPARC phases as data: each phase's agents, prompts, dependencies and output contract -> a Plan.
+
+`PHASE_DEFS` is the one declarative list: a phase is an entry (number, name, the variable its main output
+fills in later prompts, its contract, and how it expands into agents) plus its prompt template(s). Phase 4
+expands from the architecture's contract when there is one: one agent per component, ordered by `depends_on`,
+then the integration agent; the plan is rebuilt once the architecture is known (`build_plan(architecture=)`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from string import Template
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
+
+from sparc_cloud.contracts import (
+    Architecture,
+    Completion,
+    Component,
+    Specification,
+    check_covers,
+    check_criteria,
+    order_components,
+    slug,
+)
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.project import Backend, Project
 
-PHASES: dict[int, tuple[str, str]] = {
-    1: ("specification", "Specification"),
-    2: ("pseudocode", "Pseudocode"),
-    3: ("architecture", "Architecture"),
-    4: ("refinement", "Refinement"),
-    5: ("completion", "Completion"),
-}
+if TYPE_CHECKING:
+    from sparc_cloud.bundle import AgentRecord
+
 MAX_EMBEDDED_DIFF = 20_000
+ARCHITECT = "p3-architecture"
+BASE_IDS = ("p1-synthesis", "p2-pseudocode", ARCHITECT)
 
 
 @dataclass(frozen=True)
@@ -32,23 +48,126 @@ class AgentSpec:
     title: str
     depends_on: tuple[str, ...] = ()
     static_vars: tuple[tuple[str, str], ...] = ()
+    contract: str | None = None  # the contract its answer must meet (contracts.CONTRACTS), None: free text
 
 
 @dataclass(frozen=True)
-class Output:
-    """What a finished agent passes on."""
+class PhaseDef:
+    """One phase: its number and names, the prompt variable its main agent's output fills, and its agents."""
 
-    text: str
-    diff: str | None = None
+    number: int
+    key: str
+    title: str
+    expand: Callable[[Project, Architecture | None], list[AgentSpec]]
+    provides: str | None = None  # the variable later prompts read the main agent's output as
+    main: str | None = None  # the agent whose output that is
+
+
+def _research(project: Project, _: Architecture | None) -> list[AgentSpec]:
+    spec = project.phases.specification
+    topics = project.research.topics
+    agents = [AgentSpec(f"p1-research-{i}", 1, spec.backend, spec.model, "research", f"Research: {topic}", (),
+                        (("topic", topic), ("topic_index", str(i)), ("topic_count", str(len(topics)))))
+              for i, topic in enumerate(topics, 1)]
+    agents.append(AgentSpec("p1-synthesis", 1, spec.synthesis_backend or spec.backend,
+                            spec.synthesis_model or spec.model, "synthesis", "Specification (synthesis)",
+                            tuple(a.id for a in agents), contract="specification"))
+    return agents
+
+
+def _pseudocode(project: Project, _: Architecture | None) -> list[AgentSpec]:
+    cfg = project.phases.pseudocode
+    return [AgentSpec("p2-pseudocode", 2, cfg.backend, cfg.model, "pseudocode", "Pseudocode", ("p1-synthesis",),
+                      contract="pseudocode")]
+
+
+def _architecture(project: Project, _: Architecture | None) -> list[AgentSpec]:
+    cfg = project.phases.architecture
+    return [AgentSpec(ARCHITECT, 3, cfg.backend, cfg.model, "architecture", "Architecture",
+                      ("p1-synthesis", "p2-pseudocode"), contract="architecture")]
+
+
+def _describe(description: str, comp: Component | None) -> str:
+    if comp is None:
+        return description
+    lines = [description or comp.responsibility]
+    if description and comp.responsibility and comp.responsibility != description:
+        lines.append(f"Responsibility (from the architecture): {comp.responsibility}")
+    for label, items in (("Files", comp.files), ("Interfaces", comp.interfaces), ("Builds on", comp.depends_on),
+                         ("Tests", comp.tests)):
+        if items:
+            lines.append(f"{label}: " + "; ".join(items))
+    return "\n".join(lines)
+
+
+def component_ids(project: Project, architecture: Architecture | None) -> list[tuple[str, str, str, Component | None]]:
+    """(agent id, name, description, the architecture's component) for phase 4, in build order.
+
+    The project's own components keep their ids (`p4-component-N`, as run folders of earlier versions have
+    them); the architecture's other components get `p4-<slug of the name>`: lower-case, bounded, unique, safe as
+    a file name whatever the model wrote."""
+    listed = {slug(c.name): (f"p4-component-{i}", c.name, c.description) for i, c in enumerate(project.components, 1)}
+    if architecture is None:
+        return [(aid, name, desc, None) for aid, name, desc in listed.values()]
+    taken = {"p4-integration", *(aid for aid, _, _ in listed.values())}
+    out: list[tuple[str, str, str, Component | None]] = []
+    for comp in order_components(architecture.components):
+        key = slug(comp.name)
+        if key in listed:
+            aid, name, desc = listed.pop(key)
+        else:
+            aid, n = f"p4-{key}", 2
+            while aid in taken:
+                aid, n = f"p4-{key}-{n}", n + 1
+            name, desc = comp.name, ""
+        taken.add(aid)
+        out.append((aid, name, _describe(desc, comp), comp))
+    # a listed component the architecture left out (a contract checked before this version): still built
+    out += [(aid, name, desc, None) for aid, name, desc in listed.values()]
+    return out
+
+
+def _refinement(project: Project, architecture: Architecture | None) -> list[AgentSpec]:
+    cfg = project.phases.refinement
+    comps = component_ids(project, architecture)
+    by_slug = {slug(comp.name): aid for aid, _, _, comp in comps if comp is not None}
+    agents = []
+    for i, (aid, name, desc, comp) in enumerate(comps, 1):
+        builds_on = tuple(by_slug[slug(d)] for d in (comp.depends_on if comp else []) if slug(d) in by_slug)
+        agents.append(AgentSpec(aid, 4, cfg.backend, cfg.model, "component", f"Component: {name}",
+                                (*BASE_IDS, *builds_on),
+                                (("component_name", name), ("component_description", desc),
+                                 ("component_index", str(i)))))
+    agents.append(AgentSpec("p4-integration", 4, cfg.backend, cfg.model, "integration", "Integration",
+                            (*BASE_IDS, *(a.id for a in agents))))
+    return agents
+
+
+def _completion(project: Project, _: Architecture | None) -> list[AgentSpec]:
+    cfg = project.phases.completion
+    return [AgentSpec("p5-completion", 5, cfg.backend, cfg.model, "completion", "Tests and documentation",
+                      (*BASE_IDS, "p4-integration"), contract="completion")]
+
+
+PHASE_DEFS: tuple[PhaseDef, ...] = (
+    PhaseDef(1, "specification", "Specification", _research, "specification", "p1-synthesis"),
+    PhaseDef(2, "pseudocode", "Pseudocode", _pseudocode, "pseudocode", "p2-pseudocode"),
+    PhaseDef(3, "architecture", "Architecture", _architecture, "architecture", ARCHITECT),
+    PhaseDef(4, "refinement", "Refinement", _refinement, "implementation", "p4-integration"),
+    PhaseDef(5, "completion", "Completion", _completion),
+)
+PHASES: dict[int, tuple[str, str]] = {d.number: (d.key, d.title) for d in PHASE_DEFS}
+GROWS_AT = 4  # the phase whose agents the architecture decides
 
 
 @dataclass
 class Plan:
-    """All agents of a project, in phase order."""
+    """All agents of a project, in phase order (phase 4 as the architecture, if known, decides)."""
 
     project: Project
     agents: list[AgentSpec]
     templates: dict[str, Template]
+    architecture: Architecture | None = None
     by_id: dict[str, AgentSpec] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,40 +187,35 @@ def phase_dir(number: int) -> str:
     return f"phase-{number}-{PHASES[number][0]}"
 
 
-def build_plan(project: Project, templates: dict[str, Template]) -> Plan:
-    """Expand a project into its agents and their dependencies."""
-    p = project.phases
-    agents: list[AgentSpec] = []
-    research_ids = []
-    for i, topic in enumerate(project.research.topics, 1):
-        aid = f"p1-research-{i}"
-        research_ids.append(aid)
-        agents.append(AgentSpec(aid, 1, p.specification.backend, p.specification.model, "research",
-                                f"Research: {topic}", (),
-                                (("topic", topic), ("topic_index", str(i)),
-                                 ("topic_count", str(len(project.research.topics))))))
-    synth_model = p.specification.synthesis_model or p.specification.model
-    agents.append(AgentSpec("p1-synthesis", 1, p.specification.synthesis_backend or p.specification.backend,
-                            synth_model, "synthesis",
-                            "Specification (synthesis)", tuple(research_ids)))
-    agents.append(AgentSpec("p2-pseudocode", 2, p.pseudocode.backend, p.pseudocode.model, "pseudocode",
-                            "Pseudocode", ("p1-synthesis",)))
-    agents.append(AgentSpec("p3-architecture", 3, p.architecture.backend, p.architecture.model, "architecture",
-                            "Architecture", ("p1-synthesis", "p2-pseudocode")))
-    component_ids = []
-    for i, comp in enumerate(project.components, 1):
-        aid = f"p4-component-{i}"
-        component_ids.append(aid)
-        agents.append(AgentSpec(aid, 4, p.refinement.backend, p.refinement.model, "component",
-                                f"Component: {comp.name}", ("p1-synthesis", "p2-pseudocode", "p3-architecture"),
-                                (("component_name", comp.name), ("component_description", comp.description),
-                                 ("component_index", str(i)))))
-    agents.append(AgentSpec("p4-integration", 4, p.refinement.backend, p.refinement.model, "integration",
-                            "Integration", ("p1-synthesis", "p2-pseudocode", "p3-architecture", *component_ids)))
-    agents.append(AgentSpec("p5-completion", 5, p.completion.backend, p.completion.model, "completion",
-                            "Tests and documentation", ("p1-synthesis", "p2-pseudocode", "p3-architecture",
-                                                        "p4-integration")))
-    return Plan(project=project, agents=agents, templates=templates)
+def build_plan(project: Project, templates: dict[str, Template], architecture: Architecture | None = None) -> Plan:
+    """Expand a project into its agents and their dependencies (phase 4 from `architecture` when given)."""
+    agents = [agent for d in PHASE_DEFS for agent in d.expand(project, architecture)]
+    return Plan(project=project, agents=agents, templates=templates, architecture=architecture)
+
+
+def architecture_of(records: Mapping[str, AgentRecord]) -> Architecture | None:
+    """The architecture's contract in a run's records (None: no completed architecture with a contract)."""
+    record = records.get(ARCHITECT)
+    if record is None or record.status != "completed" or not isinstance(record.output_json, dict):
+        return None
+    try:
+        return Architecture.model_validate(record.output_json)
+    except ValidationError:
+        return None
+
+
+def plan_for(project: Project, templates: dict[str, Template], records: Mapping[str, AgentRecord]) -> Plan:
+    """The plan as a run's records decide it (phase 4 from their architecture)."""
+    return build_plan(project, templates, architecture_of(records))
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a finished agent passes on."""
+
+    text: str
+    diff: str | None = None
+    data: dict[str, Any] | None = None  # the contract, when the agent has one
 
 
 def _with_diff(output: Output) -> str:
@@ -131,17 +245,59 @@ def prompt_variables(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]
         variables["research_notes"] = "\n\n".join(
             f"## {plan.by_id[aid].title}\n\n{outputs[aid].text}" for aid in agent.depends_on if aid in outputs
         )
-    variables["specification"] = text("p1-synthesis")
-    variables["pseudocode"] = text("p2-pseudocode")
-    variables["architecture"] = text("p3-architecture")
+    for phase in PHASE_DEFS:
+        if phase.provides and phase.main and phase.provides != "implementation":
+            variables[phase.provides] = text(phase.main)
+    variables["expected_components"] = _expected(project)
+    variables["acceptance_criteria"] = _criteria(outputs.get("p1-synthesis"))
     if agent.template == "integration":
         variables["component_outputs"] = "\n\n".join(
             f"### {plan.by_id[aid].title}\n\n{_with_diff(outputs[aid])}"
-            for aid in agent.depends_on if aid.startswith("p4-component-") and aid in outputs
+            for aid in agent.depends_on if aid in plan.by_id and plan.by_id[aid].template == "component"
+            and aid in outputs
         )
     if "p4-integration" in outputs:
         variables["implementation"] = _with_diff(outputs["p4-integration"])
     return variables
+
+
+def _criteria(spec: Output | None) -> str:
+    """The specification contract's acceptance criteria, one per line with its id (the completion checks each)."""
+    try:
+        model = Specification.model_validate(spec.data) if spec is not None and spec.data is not None else None
+    except ValidationError:
+        model = None
+    if model is None:
+        return "(the specification has no contract: check the criteria it states)"
+    return "\n".join(f"- **{c.id}** ({c.requirement}): {c.text}" for c in model.acceptance_criteria)
+
+
+def _expected(project: Project) -> str:
+    """What the architect is told about the split into components."""
+    if not project.components:
+        return ("Decide the components yourself: each becomes one implementation agent, named after it, so give "
+                "each a short name, and say in depends_on which components build on which.")
+    listed = "\n".join(f"- {c.name}: {c.description}" for c in project.components)
+    return ("The project expects at least these components (keep their names exactly; add others only where "
+            f"needed):\n{listed}")
+
+
+def contract_checks(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]
+                    ) -> Callable[[BaseModel], list[str]] | None:
+    """The checks of an agent's contract that need the project or another phase's contract: the architecture
+    covers the project's components; the completion checks each acceptance criterion of the specification."""
+    if agent.contract == "architecture" and plan.project.components:
+        expected = [c.name for c in plan.project.components]
+        return lambda model: check_covers(model, expected) if isinstance(model, Architecture) else []
+    if agent.contract == "completion":
+        spec = outputs.get("p1-synthesis")
+        try:
+            criteria = [c.id for c in Specification.model_validate(spec.data).acceptance_criteria] \
+                if spec is not None and spec.data is not None else []
+        except ValidationError:
+            criteria = []
+        return lambda model: check_criteria(model, criteria) if isinstance(model, Completion) else []
+    return None
 
 
 def render_prompt(plan: Plan, agent: AgentSpec, outputs: Mapping[str, Output]) -> tuple[str, str]:
@@ -179,6 +335,6 @@ def parse_phase_selection(text: str) -> list[int]:
             raise ConfigError(f"--phases {text!r} is not a phase list: use e.g. 4, 1,3 or 2-4.") from None
     bad = sorted(n for n in chosen if n not in PHASES)
     if bad or not chosen:
-        raise ConfigError(f"--phases {text!r}: phases are numbered 1 to 5 "
-                          "(1 specification, 2 pseudocode, 3 architecture, 4 refinement, 5 completion).")
+        raise ConfigError(f"--phases {text!r}: phases are numbered {min(PHASES)} to {max(PHASES)} ("
+                          + ", ".join(f"{d.number} {d.key}" for d in PHASE_DEFS) + ").")
     return sorted(chosen)

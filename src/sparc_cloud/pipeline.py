@@ -40,7 +40,7 @@ from sparc_cloud.notify import Notifier
 
 if TYPE_CHECKING:
     from sparc_cloud.progress import LiveProgress
-from sparc_cloud.phases import PHASES, AgentSpec, Plan, build_plan, phase_dir
+from sparc_cloud.phases import ARCHITECT, GROWS_AT, PHASES, AgentSpec, Plan, phase_dir, plan_for
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
 from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
@@ -142,6 +142,13 @@ def continue_command(options: RunOptions, *, resume: bool = False, phases: str |
 
 def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, AgentRecord], source: str,
                          options: RunOptions) -> None:
+    if GROWS_AT in selected and GROWS_AT - 1 not in selected and not plan.project.components and \
+            plan.architecture is None and ARCHITECT in records and records[ARCHITECT].status == "completed":
+        raise ConfigError(
+            f"Phase {GROWS_AT} builds the components the architecture names, and the architecture in {source} has "
+            f"no contract (it was made by an earlier version, or edited). Run "
+            f"`{continue_command(options, phases=f'{GROWS_AT - 1}-{max(selected)}')}` (or list [[components]] in "
+            "the project file).")
     for agent in plan.agents:
         if agent.phase not in selected:
             continue
@@ -215,6 +222,8 @@ class _Run:
     settings: Settings
     prices: dict[str, tuple[float, float]]
     attach: dict[str, TaskMark]
+    earlier: dict[int, list[str]] = field(default_factory=dict)  # agents the selected phases had before this session
+    dropped: list[str] = field(default_factory=list)  # of those, the ones the grown phase no longer has
 
 
 def run(options: RunOptions) -> RunOutcome:
@@ -223,7 +232,7 @@ def run(options: RunOptions) -> RunOutcome:
     The stages: load the project and the prior records, aim at the clouds (or the simulator), build the
     backends, open the session in the run folder, then `_execute` (pre-flight, run, summarise)."""
     project, source = load_project(options.project)
-    plan = build_plan(project, load_templates(project))
+    templates = load_templates(project)
     selected = _selected_phases(options)
     folder = RunFolder(options.output or default_folder(options.settings, project))
     folder.prepare(create_parents=options.output is None)
@@ -234,7 +243,9 @@ def run(options: RunOptions) -> RunOutcome:
     secrets = SecretRegistry()
     try:
         prices = price_table(project, options.settings.prices)
-        prior = _load_prior(options, folder, project, plan, selected, prices)
+        prior = _load_prior(options, folder, project, selected, prices)
+        plan = plan_for(project, templates, prior.records)  # phase 4 as the architecture in the folder says
+        _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
         settings, time_scale = options.settings, 1.0
         if options.backend == "sim":
             sim = _Sim(options)
@@ -267,7 +278,7 @@ def _selected_phases(options: RunOptions) -> list[int]:
     return selected
 
 
-def _load_prior(options: RunOptions, folder: RunFolder, project: Project, plan: Plan, selected: list[int],
+def _load_prior(options: RunOptions, folder: RunFolder, project: Project, selected: list[int],
                 prices: dict[str, tuple[float, float]]) -> _Prior:
     """Stage 1: the records a rerun or resume builds on (bundle, journal, the user's edits), checked."""
     prior = _Prior()
@@ -287,7 +298,6 @@ def _load_prior(options: RunOptions, folder: RunFolder, project: Project, plan: 
             for aid in folder.apply_edits(prior.records):
                 if options.console is not None:
                     options.console.write(f"using your edited output of {aid}\n")
-    _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
     return prior
 
 
@@ -462,8 +472,8 @@ def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: Agent
         if phase.number in selected or not phase.agents:
             phase.stale, phase.stale_reason = False, None
             continue
-        reason = None
-        for rec in phase.agents:
+        reason = _grown_reason(plan, phase) if phase.number == GROWS_AT else None
+        for rec in phase.agents if reason is None else []:
             agent = plan.by_id.get(rec.id)
             if agent is None or rec.status != "completed":
                 continue
@@ -483,6 +493,17 @@ def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: Agent
         if reason is not None:
             stale[phase.number] = reason
     return stale
+
+
+def _grown_reason(plan: Plan, phase: PhaseRecord) -> str | None:
+    """Why phase 4's agents no longer match the architecture's components (None: they do)."""
+    have = [a.id for a in phase.agents]
+    want = [a.id for a in plan.phase_agents(phase.number)]
+    new, gone = [a for a in want if a not in have], [a for a in have if a not in want]
+    if not new and not gone:
+        return None
+    parts = ([f"new: {', '.join(new)}"] if new else []) + ([f"gone: {', '.join(gone)}"] if gone else [])
+    return f"the architecture now names other components ({'; '.join(parts)})"
 
 
 @dataclass
@@ -555,6 +576,7 @@ def _preflight(r: _Run) -> None:
 def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRecord], Budget | None]:
     """The agent executor of this session, the phases it fills, and the budget guard (if any)."""
     phases = {p.number: p for p in r.bundle.phases}
+    r.earlier = {n: [a.id for a in phases[n].agents] for n in r.selected if n in phases}
     for number in r.selected:
         phases[number] = new_phase(number)
         phases[number].started_at = utc_now()
@@ -576,10 +598,14 @@ def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRec
 
 def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
                 phases: dict[int, PhaseRecord]) -> tuple[dict[str, AgentRecord], int]:
-    """Dispatch the selected agents; journal each result and write each finished phase. -> (records, exit)."""
-    from sparc_cloud.runner import Runner, RunnerHooks
+    """Dispatch the selected agents; journal each result and write each finished phase. -> (records, exit).
 
-    options, plan, bundle, folder, bus, live = r.options, r.plan, r.bundle, r.folder, sinks.bus, sinks.live
+    The agents run in two waves: the phases before the one the architecture decides, then (with the plan
+    grown from the architecture that just ran) that phase and those after. Nothing of phase 4 can start before
+    the architecture ends, so the split costs no time."""
+    from sparc_cloud.runner import Runner, RunnerHooks, skipped
+
+    options, bundle, folder, bus, live = r.options, r.bundle, r.folder, sinks.bus, sinks.live
 
     def on_started(agent: AgentSpec) -> None:
         bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
@@ -605,9 +631,9 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
 
     def on_phase_done(number: int) -> None:
         phase = phases[number]
-        order = {a.id: i for i, a in enumerate(plan.agents)}
+        order = {a.id: i for i, a in enumerate(r.plan.agents)}
         phase.agents.sort(key=lambda rec: order.get(rec.id, 0))
-        phase.status = phase_status(phase.agents, len(plan.phase_agents(number)))
+        phase.status = phase_status(phase.agents, len(r.plan.phase_agents(number)))
         phase.stale, phase.stale_reason = False, None
         phase.finished_at = utc_now()
         bundle.totals = compute_totals(bundle)
@@ -615,30 +641,83 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
         bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
                        data={"status": phase.status}))
 
-    bus.emit(Event("run_started", message=f"{plan.project.name}: phases {','.join(map(str, r.selected))} on "
+    bus.emit(Event("run_started", message=f"{r.plan.project.name}: phases {','.join(map(str, r.selected))} on "
                                           f"{options.backend} -> {folder.path}"))
-    prior = {aid: rec for aid, rec in r.records.items()
-             if plan.by_id.get(aid) and plan.by_id[aid].phase not in r.selected}
     scale = r.ctx.time_scale
-    runner = Runner([a for a in plan.agents if a.phase in r.selected], executor, prior=prior,
-                    concurrency=r.settings.concurrency, cancel=options.cancel, clock=r.ctx.clock,
-                    hooks=RunnerHooks(on_started, on_finished, on_phase_done), fail_fast=options.fail_fast,
-                    deadline_s=r.settings.run_deadline_s * scale if r.settings.run_deadline_s else None)
+    deadline = r.settings.run_deadline_s * scale if r.settings.run_deadline_s else None
+    hooks = RunnerHooks(on_started, on_finished, on_phase_done)
+    done: dict[str, AgentRecord] = {}
     exit_code = 0
+    started = r.ctx.clock.now()
+    stop_reason: str | None = None
     try:
         if live is not None:
             live.__enter__()
-        done = runner.run()
-    except Cancelled:
-        done = runner.records
-        exit_code = 128 + (options.interrupted_by or signal.SIGINT)
+        for wave in ([n for n in r.selected if n < GROWS_AT], [n for n in r.selected if n >= GROWS_AT]):
+            if not wave:
+                continue
+            if wave[0] >= GROWS_AT and any(n < GROWS_AT for n in r.selected):
+                _grow(r, sinks, executor, {**r.records, **done})
+            if wave[0] >= GROWS_AT:
+                _drop(r, sinks)
+            agents = [a for a in r.plan.agents if a.phase in wave]
+            if stop_reason is not None:  # fail-fast or the deadline stopped the first wave: nothing more starts
+                for agent in agents:
+                    done[agent.id] = skipped(agent, f"not started: {stop_reason}")
+                    on_finished(done[agent.id])
+                for number in wave:
+                    on_phase_done(number)
+                continue
+            prior = {aid: rec for aid, rec in {**r.records, **done}.items()
+                     if r.plan.by_id.get(aid) and r.plan.by_id[aid].phase not in wave}
+            left = None if deadline is None else max(0.0, deadline - (r.ctx.clock.now() - started))
+            runner = Runner(agents, executor, prior=prior, concurrency=r.settings.concurrency, cancel=options.cancel,
+                            clock=r.ctx.clock, hooks=hooks, fail_fast=options.fail_fast, deadline_s=left)
+            try:
+                done.update(runner.run())
+            except Cancelled:
+                done.update(runner.records)
+                exit_code = 128 + (options.interrupted_by or signal.SIGINT)
+                break
+            finally:
+                if live is not None:
+                    for aid, rec in runner.records.items():
+                        if rec.status == "skipped":
+                            live.mark_skipped(aid, rec.error or "")
+            stop_reason = runner.stop_reason
+        if exit_code == 0 and GROWS_AT - 1 in r.selected and GROWS_AT not in r.selected:
+            _grow(r, sinks, executor, {**r.records, **done})  # `--phases 3`: phase 4 is judged against it later
     finally:
         if live is not None:
-            for aid, rec in runner.records.items():
-                if rec.status == "skipped":
-                    live.mark_skipped(aid, rec.error or "")
             live.__exit__(None, None, None)
     return done, exit_code
+
+
+def _drop(r: _Run, sinks: _Sinks) -> None:
+    """Journal and say which agents of the phase now run left it (components the architecture no longer names)."""
+    r.dropped = [aid for aid in r.earlier.get(GROWS_AT, []) if aid not in r.plan.by_id]
+    if not r.dropped:
+        return
+    _write_or_stop(r.options, r.folder, None, lambda: r.folder.append_dropped(r.bundle.run_id, r.dropped))
+    sinks.bus.emit(Event("phase_grown", phase=GROWS_AT, message=f"dropped from the bundle: {', '.join(r.dropped)} "
+                         "(components the architecture no longer names)", data={"dropped": r.dropped}))
+
+
+def _grow(r: _Run, sinks: _Sinks, executor: AgentExecutor, records: dict[str, AgentRecord]) -> None:
+    """Rebuild the plan from the architecture that just ran; say how phase 4 changed."""
+    before = [a.id for a in r.plan.phase_agents(GROWS_AT)]
+    plan = plan_for(r.plan.project, r.plan.templates, records)
+    if plan.architecture is None and r.plan.architecture is not None:
+        return  # the architecture failed now: phase 4 keeps the components it had (its agents are skipped)
+    after = [a.id for a in plan.phase_agents(GROWS_AT)]
+    r.plan = executor.plan = plan
+    if sinks.live is not None and GROWS_AT in r.selected:
+        sinks.live.replace_phase(GROWS_AT, plan.phase_agents(GROWS_AT))
+    if before != after:
+        names = [a.title.removeprefix("Component: ") for a in plan.phase_agents(GROWS_AT) if a.template == "component"]
+        sinks.bus.emit(Event("phase_grown", phase=GROWS_AT,
+                             message=f"{PHASES[GROWS_AT][1]} follows the architecture: {len(names)} component(s): "
+                                     + ", ".join(names), data={"agents": after, "before": before}))
 
 
 def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, AgentRecord], exit_code: int,
@@ -646,6 +725,7 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
     """Mark stale phases, write the final bundle, emit `run_done`, and build the closing message."""
     options, bundle, bus = r.options, r.bundle, sinks.bus
     stale = _mark_stale(r.plan, bundle, r.selected, executor)
+    dropped = r.dropped
     for number, reason in stale.items():
         bus.emit(Event("phase_stale", phase=number, message=f"{PHASES[number][1]} is stale: {reason}",
                        data={"reason": reason}))
@@ -662,6 +742,8 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
     r.session.exit_code = exit_code
     r.folder.write_bundle(bundle)
     msg = _summary(options, r.plan, r.selected, r.folder, bundle, done, wall, exit_code, budget, stale)
+    if dropped:
+        msg += f"\nDropped from the bundle: {', '.join(dropped)} (components the architecture no longer names)."
     counts = {s: sum(1 for rec in done.values() if rec.status == s) for s in ("completed", "failed", "skipped")}
     bus.emit(Event("run_done", message=msg.splitlines()[0], data={"exit_code": exit_code, **counts}))
     msg += "".join(f"\n{line}" for line in sinks.close())  # names each webhook that failed

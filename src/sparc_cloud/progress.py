@@ -57,6 +57,8 @@ class LiveProgress:
         elif event.kind in ("agent_retrying", "agent_rate_limited"):
             row.retries += 1
             row.status, row.note = "waiting", event.message
+        elif event.kind == "agent_repairing":
+            row.status, row.note = "running", "repair turn: " + event.message
         elif event.kind == "agent_attached":
             row.status, row.started, row.note = "running", row.started or now, event.message
         elif event.kind == "agent_polled":
@@ -67,6 +69,15 @@ class LiveProgress:
             row.elapsed = (now - row.started) if row.started else 0.0
             row.tokens = int(data.get("tokens") or 0)
             row.note = event.message if event.kind in ("agent_failed", "agent_skipped") else ""
+        if self.live is not None:
+            self.live.refresh()
+
+    def replace_phase(self, number: int, agents: list[AgentSpec]) -> None:
+        """The agents of a phase the run decided late (phase 4 after the architecture): rows follow them."""
+        kept = {aid: row for aid, row in self.rows.items() if row.agent.phase != number}
+        fresh = {a.id: self.rows.get(a.id) or _Row(a) for a in agents}
+        ordered = sorted([*kept.items(), *fresh.items()], key=lambda item: item[1].agent.phase)
+        self.rows = dict(ordered)
         if self.live is not None:
             self.live.refresh()
 

@@ -26,11 +26,12 @@ TEMPLATE_VARS: dict[str, set[str]] = {
     "research": COMMON_VARS | {"topic", "topic_index", "topic_count"},
     "synthesis": COMMON_VARS | {"research_notes"},
     "pseudocode": COMMON_VARS | {"specification"},
-    "architecture": COMMON_VARS | {"specification", "pseudocode"},
+    "architecture": COMMON_VARS | {"specification", "pseudocode", "expected_components"},
     "component": COMMON_VARS | {"component_name", "component_description", "component_index", "specification",
                                 "pseudocode", "architecture"},
     "integration": COMMON_VARS | {"specification", "pseudocode", "architecture", "component_outputs"},
-    "completion": COMMON_VARS | {"specification", "pseudocode", "architecture", "implementation"},
+    "completion": COMMON_VARS | {"specification", "pseudocode", "architecture", "implementation",
+                                 "acceptance_criteria"},
 }
 
 
@@ -164,7 +165,7 @@ class Project(_Strict):
     goal: str = Field(min_length=1)
     description: str = ""
     research: Research
-    components: list[Component] = Field(min_length=1)
+    components: list[Component] = Field(default_factory=list)  # none: the architecture decides phase 4's split
     phases: Phases = Field(default_factory=Phases)
     codex: CodexSettings = Field(default_factory=CodexSettings)
     limits: dict[str, Limit] = Field(default_factory=dict)

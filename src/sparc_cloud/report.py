@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sparc_cloud.bundle import load_bundle
+from sparc_cloud.bundle import AgentRecord, load_bundle
 from sparc_cloud.costs import priced
 from sparc_cloud.critical_path import from_bundle as critical_path_of
 from sparc_cloud.critical_path import session_records
@@ -40,7 +40,7 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
                 "latency_s": a.latency_s, "attempts": a.attempts, "rate_limited_429": a.rate_limited,
                 "throttled_s": a.throttled_s, "tokens": a.usage.total_tokens, "tokens_estimated": a.usage_estimated,
                 "cost_usd": round(cost, 6), "reused": a.reused, "edited": a.edited,
-                "error": a.error,
+                "error": a.error, **_contract_fields(a),
             })
         phases.append({"number": phase.number, "name": phase.name, "status": phase.status, "stale": phase.stale,
                        "stale_reason": phase.stale_reason, "agents": rows,
@@ -70,6 +70,34 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
         "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
         **critical_path_fields(path.to_dict() if path is not None else None),
     }
+
+
+def _contract_fields(a: AgentRecord) -> dict[str, Any]:
+    """How an agent's answer met its contract: valid, repaired (after one turn), broken; and what was wrong."""
+    if a.contract is None:
+        state = None
+    elif a.output_json is not None:
+        state = "repaired" if a.contract_repaired else "valid"
+    else:
+        state = "broken" if a.contract_errors else None
+    return {"contract": a.contract, "contract_status": state, "contract_errors": a.contract_errors or [],
+            "schema_fallback": a.schema_fallback}
+
+
+def contract_lines(report: dict[str, Any]) -> list[str]:
+    """One line per agent whose answer broke its contract (repaired or not) or whose server refused the schema."""
+    lines = []
+    for phase in report["phases"]:
+        for a in phase["agents"]:
+            if a.get("contract_errors"):
+                how = "repaired by one repair turn" if a["contract_status"] == "repaired" else "broken twice"
+                lines.append(f"Contract {a['contract']} of {a['id']}: {how}; the first answer broke it: "
+                             + "; ".join(a["contract_errors"][:3]))
+            if a.get("schema_fallback"):
+                lines.append(f"Contract {a['contract']} of {a['id']}: the server refused the JSON Schema; asked again "
+                             f"with {'response_format json_object and ' if a['schema_fallback'] == 'json_object' else ''}"
+                             "the schema in the prompt")
+    return lines
 
 
 def critical_path_fields(path: dict[str, Any] | None) -> dict[str, Any]:
@@ -123,6 +151,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     if t["throttled_s_by_model"]:
         lines += ["", "Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items())]
     lines += ["", *critical_path_lines(report)]
+    lines += [f"\n{line}" for line in contract_lines(report)]
     lines += [f"\nPhase {p['number']} ({p['name']}) is stale: {p['stale_reason'] or 'its inputs changed'}."
               for p in report["phases"] if p["stale"]]
     return "\n".join(lines) + "\n"
@@ -132,7 +161,8 @@ _COLUMNS = ("agent", "status", "model", "latency s", "attempts", "429s", "thrott
 
 
 def _cells(a: dict[str, Any]) -> list[str]:
-    status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "")
+    status = a["status"] + (" (reused)" if a["reused"] else "") + (" (edited)" if a["edited"] else "") + (
+        f" ({a['contract_status']})" if a.get("contract_status") in ("repaired", "broken") else "")
     return [a["id"], status, a["model"], f"{a['latency_s']:.2f}", str(a["attempts"]), str(a["rate_limited_429"]),
             f"{a['throttled_s']:.1f}", f"{a['tokens']:,}", f"{a['cost_usd']:.4f}"]
 
@@ -175,6 +205,7 @@ def plain_text(report: dict[str, Any]) -> str:
     if t["throttled_s_by_model"]:
         lines.append("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()))
     lines += critical_path_lines(report)
+    lines += contract_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -211,5 +242,5 @@ def print_table(report: dict[str, Any]) -> None:
     if t["throttled_s_by_model"]:
         console.print("Time lost to throttling: " + ", ".join(f"{m} {s:.1f} s" for m, s in t["throttled_s_by_model"].items()),
                       highlight=False, markup=False)
-    for line in critical_path_lines(report):
+    for line in critical_path_lines(report) + contract_lines(report):
         console.print(line, highlight=False, markup=False)

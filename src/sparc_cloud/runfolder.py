@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydantic import ValidationError
+
 from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
+from sparc_cloud.contracts import CONTRACTS
 from sparc_cloud.errors import ConfigError, RunFolderWriteError
 from sparc_cloud.phases import phase_dir
 from sparc_cloud.runfiles import (
@@ -72,6 +75,11 @@ class JournalState:
         if "task" in item:
             mark = TaskMark(**item["task"])
             self.tasks[mark.id] = mark
+            return
+        if "dropped" in item:  # agents a later plan no longer has (components the architecture stopped naming)
+            for aid in item["dropped"]:
+                self.records.pop(str(aid), None)
+                self.tasks.pop(str(aid), None)
             return
         record = AgentRecord.model_validate(item["record"])
         self.records[record.id] = record
@@ -263,6 +271,10 @@ class RunFolder:
         """A line saying an agent is creating (or has created) a paid cloud task, so a resume can find it."""
         self.journal_bytes += self._append_line({"run_id": run_id, "task": asdict(mark)})
 
+    def append_dropped(self, run_id: str, ids: list[str]) -> None:
+        """A line saying these agents left the plan: a resume no longer brings their records back."""
+        self.journal_bytes += self._append_line({"run_id": run_id, "dropped": ids})
+
     def sync(self) -> None:
         """fsync the journal."""
         with self._journal_lock:
@@ -334,7 +346,38 @@ class RunFolder:
                 record.edited = True
                 record.edited_hash = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
                 edited.append(record.id)
+            if self._apply_contract_edit(record) and record.id not in edited:
+                edited.append(record.id)
         return edited
+
+    def _apply_contract_edit(self, record: AgentRecord) -> bool:
+        """Take an edited `<agent>.json` (the contract) into the record, validated; a broken one is a ConfigError
+        that names the file and leaves every record as it was."""
+        if record.output_json is None or record.contract not in CONTRACTS:
+            return False
+        path = self.output_path(record, ".json")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}). Fix it, or delete it to keep the agent's own "
+                              "contract.") from None
+        if data == record.output_json:
+            return False
+        try:
+            model = CONTRACTS[str(record.contract)].model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the top level"
+            raise ConfigError(f"{path} breaks the {record.contract} contract at {where}: {first['msg']}. Fix it, or "
+                              "delete it to keep the agent's own contract.") from None
+        record.output_json = model.model_dump(mode="json")
+        record.edited = True
+        record.edited_hash = "sha256:" + hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        return True
 
     def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
         """`phase-1-specification/p1-research-1.md` (the id and phase are checked before they become a path)."""
@@ -342,7 +385,7 @@ class RunFolder:
         return self.path / phase_dir(record.phase) / f"{record.id}{suffix}"
 
     def write_outputs(self, record: AgentRecord) -> None:
-        """The readable Markdown of an agent, and its diff as a .patch."""
+        """The readable Markdown of an agent, its diff as a .patch, its contract as .json."""
         # The header is built from names a project file or a server chose: control characters are escaped so
         # `cat`-ing the file cannot drive the terminal (the output below the marker is the model's text, kept
         # byte for byte so the review gate can tell an edit from the original).
@@ -362,10 +405,16 @@ class RunFolder:
             header.append(f"- error: {clean(record.error, one_line=True)}")
         if record.diff:
             header.append(f"- diff: {record.id}.patch")
+        if record.output_json is not None:
+            repaired = " (after one repair turn)" if record.contract_repaired else ""
+            header.append(f"- {record.contract or 'contract'}: {record.id}.json, validated{repaired}")
+        elif record.contract_errors:
+            header.append(f"- contract broken: {clean('; '.join(record.contract_errors[:3]), one_line=True)}")
+        contract = json.dumps(record.output_json, indent=2) + "\n" if record.output_json is not None else None
         text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
         if not text.endswith("\n"):
             text += "\n"
-        for suffix, data in ((".md", text), (".patch", record.diff)):
+        for suffix, data in ((".md", text), (".patch", record.diff), (".json", contract)):
             if data:
                 path = self.output_path(record, suffix)
                 try:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from sparc_cloud.project import Endpoint, Project
     from sparc_cloud.settings import Settings
     from sparc_cloud.sim import Simulator
+    from sparc_cloud.structured import ContractAsk
 
 
 @dataclass
@@ -48,6 +49,9 @@ class AgentCall:
     record: AgentRecord
     on_retry: Callable[[RetryNotice], None]
     on_wait: Callable[[float, str], None]
+    # The contract the answer must meet: ask for it natively where the API can (schema), else put
+    # `contract.instruction` in the prompt; a server that refuses the schema gets the prompt form instead.
+    contract: ContractAsk | None = None
 
 
 @dataclass

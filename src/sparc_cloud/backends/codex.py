@@ -70,6 +70,8 @@ class CodexBackend:
     def run(self, call: AgentCall, hooks: RunHooks) -> None:
         """One Codex Cloud task (or the live one an earlier session started): text, diff and worklog."""
         agent, system, prompt, record = call.agent, call.system, call.prompt, call.record
+        if call.contract is not None:  # a task has no schema field: the answer is parsed from the task's text
+            prompt += call.contract.instruction
         on_retry, on_wait = call.on_retry, call.on_wait
         client = self.client
         env_id, branch = self.environment_id, self.branch

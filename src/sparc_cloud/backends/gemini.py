@@ -15,11 +15,25 @@ from sparc_cloud.clients.auth import GEMINI_LOGIN_HINT, jwt_claims
 from sparc_cloud.clients.factory import make_gemini
 from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding
 from sparc_cloud.doctor import duration, file_checks, fix_for
-from sparc_cloud.errors import SparcError
+from sparc_cloud.errors import ApiError, RetriesExhausted, SparcError
 from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
 from sparc_cloud.settings import DEFAULT_PRICES
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
+# How Gemini refuses a schema (shared/api: 400 INVALID_ARGUMENT "Unknown name ... Cannot find field", "exceeds
+# the maximum allowed nesting depth", "too many states for serving"; through Code Assist a 500 "Failed to parse
+# responseJsonSchema field").
+_SCHEMA_REFUSALS = ("responsejsonschema", "response_json_schema", "responseschema", "nesting depth",
+                    "too many states", "schema")
+
+
+def schema_refused(exc: SparcError) -> bool:
+    """Whether an error is the server refusing the JSON Schema of the request (not the model failing)."""
+    status = getattr(exc, "status", None)
+    text = str(exc).lower()
+    if isinstance(exc, ApiError) and status == 400:
+        return any(word in text for word in _SCHEMA_REFUSALS)
+    return status == 500 and "responsejsonschema" in text
 
 
 class GeminiBackend:
@@ -33,9 +47,23 @@ class GeminiBackend:
     def run(self, call: AgentCall, hooks: RunHooks) -> None:
         """One generateContent call; text, usage, attempts, request id and any fallback into the record."""
         record = call.record
-        result = self.client.generate(call.prompt, model=call.agent.model, system=call.system,
-                                      generation_config=self.generation_config, on_retry=call.on_retry,
-                                      on_wait=call.on_wait)
+        config, prompt = dict(self.generation_config), call.prompt
+        ask = call.contract
+        if ask is not None and record.schema_fallback is None:  # as gemini-cli's generateJson asks
+            config.update(responseMimeType="application/json", responseJsonSchema=ask.schema)
+        elif ask is not None:
+            prompt += ask.instruction
+        try:
+            result = self.client.generate(prompt, model=call.agent.model, system=call.system,
+                                          generation_config=config, on_retry=call.on_retry, on_wait=call.on_wait)
+        except (ApiError, RetriesExhausted) as exc:
+            if ask is None or record.schema_fallback is not None or not schema_refused(exc):
+                raise
+            # The server refused the schema itself (not the model's fault): the schema goes in the prompt only.
+            record.schema_fallback = "prompt"
+            config = {k: v for k, v in config.items() if k not in ("responseMimeType", "responseJsonSchema")}
+            result = self.client.generate(call.prompt + ask.instruction, model=call.agent.model, system=call.system,
+                                          generation_config=config, on_retry=call.on_retry, on_wait=call.on_wait)
         record.output_text = result.text
         record.usage = Usage(prompt_tokens=result.usage.prompt_tokens, output_tokens=result.usage.output_tokens,
                              total_tokens=result.usage.total_tokens)

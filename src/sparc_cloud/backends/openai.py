@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sparc_cloud import defaults
 from sparc_cloud.backends import diffs
@@ -18,7 +19,7 @@ from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
 from sparc_cloud.clients.openai import ChatClient, ChatConfig, ChatResult
 from sparc_cloud.doctor import fix_for
-from sparc_cloud.errors import ConfigError, DiffRejected, SparcError
+from sparc_cloud.errors import ApiError, ConfigError, DiffRejected, SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.project import Endpoint
 from sparc_cloud.sim.chat import SIM_CHAT_KEY as SIM_API_KEY
@@ -75,12 +76,37 @@ class OpenAIBackend:
 
         Refinement agents answer with a unified diff, checked with `git apply --check`; one repair turn
         sends back git's error; a second refusal fails the agent with both answers kept."""
+        if call.contract is not None:
+            self._run_for_contract(call)
+            return
         if not diffs.wants_diff(call.agent.template):
             result = self.client.complete(call.prompt, model=call.agent.model, system=call.system,
                                           on_retry=call.on_retry, on_wait=call.on_wait)
             fill_record(call.record, result)
             return
         self._run_for_diff(call)
+
+    def _run_for_contract(self, call: AgentCall) -> None:
+        """Ask for the contract's JSON with `response_format` json_schema; a server that refuses it (400) gets
+        `json_object` with the schema in the prompt, and one that refuses that too the prompt alone."""
+        ask, record = call.contract, call.record
+        assert ask is not None
+        modes = list(FORMATS)
+        for mode in modes[modes.index(record.schema_fallback or "json_schema"):]:
+            fmt: dict[str, Any] | None = {"type": "json_schema", "json_schema": {
+                "name": ask.name, "schema": ask.schema, "strict": False}} if mode == "json_schema" else (
+                {"type": "json_object"} if mode == "json_object" else None)
+            prompt = call.prompt if mode == "json_schema" else call.prompt + ask.instruction
+            try:
+                result = self.client.complete(prompt, model=call.agent.model, system=call.system,
+                                              on_retry=call.on_retry, on_wait=call.on_wait, response_format=fmt)
+            except ApiError as exc:
+                if fmt is None or exc.status != 400 or not _format_refused(exc):
+                    raise
+                record.schema_fallback = modes[modes.index(mode) + 1]
+                continue
+            fill_record(record, result)
+            return
 
     def _run_for_diff(self, call: AgentCall) -> None:
         record = call.record
@@ -121,6 +147,15 @@ class OpenAIBackend:
         cfg = self.client.config
         return [f"{self.name}: OpenAI-compatible chat/completions at {cfg.base_url} ({cfg.base_setting}), "
                 f"key: {cfg.key_setting}"]
+
+
+FORMATS = ("json_schema", "json_object", "prompt")
+
+
+def _format_refused(exc: ApiError) -> bool:
+    """A 400 about the response format or its schema (not, say, a prompt that is too long)."""
+    text = str(exc).lower()
+    return any(word in text for word in ("response_format", "schema", "json_object", "json mode"))
 
 
 def _first_line(text: str) -> str:

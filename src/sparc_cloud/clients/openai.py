@@ -206,14 +206,18 @@ class ChatClient:
     def complete(self, prompt: str, *, model: str, system: str | None = None,
                  on_retry: Callable[[RetryNotice], None] | None = None,
                  on_wait: Callable[[float, str], None] | None = None,
-                 messages: list[dict[str, str]] | None = None) -> ChatResult:
-        """One chat completion (retried under the policy). `messages` replaces system + prompt when given."""
+                 messages: list[dict[str, str]] | None = None,
+                 response_format: dict[str, Any] | None = None) -> ChatResult:
+        """One chat completion (retried under the policy). `messages` replaces system + prompt when given;
+        `response_format` asks for JSON (`json_schema` or `json_object`)."""
         url = f"{self.config.base_url}/chat/completions"
         endpoint = f"{self.config.name} chat/completions ({model})"
         if messages is None:
             messages = ([{"role": "system", "content": system}] if system else []) + \
                        [{"role": "user", "content": prompt}]
-        body = {"model": model, "messages": messages}
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if response_format is not None:
+            body["response_format"] = response_format
         key = self.key(model)
         estimate = sum(len(m["content"]) for m in messages) // 4
 

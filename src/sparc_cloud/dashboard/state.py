@@ -20,13 +20,14 @@ from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
 from sparc_cloud.critical_path import Node, Progress, expected_durations, schedule, time_left
 from sparc_cloud.dryrun import typical_latency_s
 from sparc_cloud.errors import SparcError
-from sparc_cloud.phases import PHASES, Output, Plan, build_plan, render_prompt
+from sparc_cloud.phases import PHASES, Output, Plan, plan_for, render_prompt
 from sparc_cloud.runfolder import JournalState
 
 TERMINAL = ("completed", "failed", "skipped", "reused")
 _KIND_STATUS = {
     "agent_queued": "queued", "agent_started": "running", "agent_waiting": "waiting", "agent_retrying": "waiting",
     "agent_rate_limited": "waiting", "agent_polled": "running", "agent_attached": "running",
+    "agent_repairing": "running",
     "agent_finished": "completed", "agent_failed": "failed", "agent_skipped": "skipped", "agent_reused": "reused",
 }
 
@@ -165,7 +166,7 @@ def load_plan(bundle: Bundle | None) -> Plan | None:
             project, _ = load_project(ref)
             if project.name != bundle.project:
                 continue
-            return build_plan(project, load_templates(project))
+            return plan_for(project, load_templates(project), bundle.records())  # phase 4 as its architecture says
         except (SparcError, OSError, ValueError):
             continue
     return None
@@ -176,7 +177,7 @@ class RunView:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._plan_key: tuple[str, str] | None = None
+        self._plan_key: tuple[str, str, str | None] | None = None
         self._plan: Plan | None = None
 
     @property
@@ -191,7 +192,9 @@ class RunView:
             return None
 
     def _plan_for(self, bundle: Bundle | None) -> Plan | None:
-        key = (bundle.project, bundle.project_source) if bundle is not None else None
+        arch = bundle.records().get("p3-architecture") if bundle is not None else None
+        key = (bundle.project, bundle.project_source, arch.finished_at if arch is not None else None) \
+            if bundle is not None else None
         if key != self._plan_key:
             self._plan_key, self._plan = key, load_plan(bundle)
         return self._plan
@@ -316,7 +319,7 @@ class RunView:
         plan = self._plan_for(bundle)
         spec = plan.by_id.get(agent_id) if plan is not None else None
         if plan is not None and spec is not None and all(d in records for d in spec.depends_on):
-            outputs = {d: Output(records[d].output_text, records[d].diff) for d in spec.depends_on}
+            outputs = {d: Output(records[d].output_text, records[d].diff, records[d].output_json) for d in spec.depends_on}
             detail["system"], detail["prompt"] = render_prompt(plan, spec, outputs)
         return detail
 

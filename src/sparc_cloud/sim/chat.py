@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from sparc_cloud.sim import answers
 from sparc_cloud.sim.content import codex_result, gemini_text, text_kind
 from sparc_cloud.sim.envelopes import go_duration
 from sparc_cloud.sim.state import SimState, prompt_digest
@@ -95,9 +96,22 @@ def completions(state: SimState, authorization: str | None, raw: bytes) -> Reply
     prompt = "\n\n".join(str(m["content"]) for m in messages)
     users = [str(m["content"]) for m in messages if m.get("role") == "user"]
     asked = users[0] if users else prompt  # what the first user turn asks for decides the kind of answer
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if fmt is not None and (kind not in ("text", "json_object", "json_schema") or (kind == "json_schema" and not (
+            isinstance(fmt.get("json_schema"), dict) and isinstance(fmt["json_schema"].get("schema"), dict)
+            and fmt["json_schema"].get("name")))):
+        return openai_error(400, "Invalid value for 'response_format': expected text, json_object, or json_schema "
+                            "with a name and a schema.", "invalid_request_error", None, "response_format")
+    if kind == "json_object" and "json" not in prompt.lower():  # as OpenAI refuses it
+        return openai_error(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+                            "type 'json_object'.", "invalid_request_error", None, "messages")
     fault = state.next_fault("openai.chat", model)
+    if fault == "schema-400" and kind == "json_schema":  # a server without structured outputs
+        return openai_error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+                            "with this model.", "invalid_request_error", None, "response_format")
     bad_diff = fault == "bad-diff"
-    if fault is not None and not bad_diff:
+    if fault is not None and fault not in ("bad-diff", "bad-json", "schema-400"):
         return _fault(state, fault, model)
     limit, reset_s, remaining = _window(state, model)
     tokens = max(1, len(prompt) // 4)
@@ -119,7 +133,10 @@ def completions(state: SimState, authorization: str | None, raw: bytes) -> Reply
     finally:
         with state.lock:
             state.counters.in_flight -= 1
-    text = answer(asked, state.config.seed, broken=bad_diff)
+    if kind in ("json_object", "json_schema") or answers.wants_json(asked):
+        text = answers.structured_text(asked, state.config.seed, broken=fault == "bad-json")
+    else:
+        text = answer(asked, state.config.seed, broken=bad_diff)
     output = max(1, len(text) // 4)
     usage = {"prompt_tokens": tokens, "completion_tokens": output, "total_tokens": tokens + output,
              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},

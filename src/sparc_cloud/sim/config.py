@@ -25,6 +25,9 @@ FAULT_RESPONSES = (
     "created-502", "created-reset", "created-timeout",
     # openai.chat only: a refinement answer whose diff `git apply --check` refuses
     "bad-diff",
+    # gemini.generate and openai.chat: a contract answer missing its main list (once: the repair turn runs), and
+    # a 400 refusing the request's JSON Schema (Gemini's responseJsonSchema, OpenAI's json_schema format)
+    "bad-json", "schema-400",
 )
 
 
@@ -60,6 +63,9 @@ class Fault(BaseModel):
             raise ValueError("created-502 / created-reset / created-timeout apply to endpoint codex.create only")
         if self.endpoint != "openai.chat" and "bad-diff" in self.responses:
             raise ValueError("bad-diff applies to endpoint openai.chat only")
+        if self.endpoint not in ("openai.chat", "gemini.generate") and \
+                {"bad-json", "schema-400"} & set(self.responses):
+            raise ValueError("bad-json and schema-400 apply to endpoints gemini.generate and openai.chat only")
         return self
 
 

@@ -134,6 +134,10 @@ def _new_file_diff(path: str, body: str) -> str:
 
 def codex_result(prompt: str, seed: int) -> tuple[str, str, list[str]]:
     """(summary text, unified diff, worklog) for a Codex task prompt."""
+    from sparc_cloud.sim import answers  # imported here: answers builds on this module
+
+    if answers.wants_json(prompt):  # a phase with a contract on Codex: the task's text is the JSON
+        return answers.structured_text(prompt, seed), "", ["Writing the answer as JSON (simulated)."]
     rng = _rng(seed, prompt)
     project = slug(subject(prompt, "Project"))
     integration = text_kind(prompt) == "integration"

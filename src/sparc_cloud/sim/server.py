@@ -20,7 +20,7 @@ from typing import Any
 
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.fsutil import atomic_write_text
-from sparc_cloud.sim import chat
+from sparc_cloud.sim import answers, chat
 from sparc_cloud.sim import envelopes as env
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
 from sparc_cloud.sim.content import gemini_text
@@ -279,7 +279,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, env.model_not_found(model))
         with self.state.lock:
             self.state.counters.requests[f"gemini.generate:{model}"] += 1
-        self._apply_fault("gemini.generate", model, google=True, code_assist=code_assist)
+        gen = request.get("generationConfig") or {}
+        if not isinstance(gen, dict) or not isinstance(gen.get("responseJsonSchema", {}), dict):
+            raise _Reply(400, env.google_simple(400, "Invalid JSON payload received. Invalid generationConfig."))
+        fault = self.state.next_fault("gemini.generate", model)
+        if fault == "schema-400" and "responseJsonSchema" in gen:  # a server that refuses the schema itself
+            raise _Reply(400, env.google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unknown "
+                                               "name \"responseJsonSchema\" at 'generation_config': Cannot find field."))
+        if fault is not None and fault not in ("schema-400", "bad-json"):
+            self._answer_fault(fault, model, google=True, code_assist=code_assist)
         if self.state.config.enforce_limits:
             wait = self.state.limiters.try_acquire(("gemini", "generate", model), leeway_s=_LEEWAY_S)
             if wait > 0:
@@ -303,7 +311,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with self.state.lock:
                 self.state.counters.in_flight -= 1
-        text = gemini_text(prompt, self.state.config.seed)
+        if gen.get("responseMimeType") == "application/json" or answers.wants_json(prompt):
+            text = answers.structured_text(prompt, self.state.config.seed, broken=fault == "bad-json")
+        else:
+            text = gemini_text(prompt, self.state.config.seed)
         prompt_tokens = max(1, len(prompt) // 4)
         output_tokens = max(1, len(text) // 4)
         inner = {
