@@ -357,7 +357,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def test_branch_is_the_flag_then_the_project_then_the_checkout_then_main(checkout: Path, tmp_path: Path) -> None:
     """cloud-tasks lib.rs `resolve_git_ref_with_git_info`: override, current branch, default branch, "main"."""
-    from sparc_cloud.clients.gitref import resolve_branch
+    from sparc_cloud.clients.codex_gitref import resolve_branch
 
     git(checkout, "checkout", "-q", "-b", "feature/login")
     assert resolve_branch("release", "develop", checkout).branch == "release"

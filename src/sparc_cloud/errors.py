@@ -114,7 +114,7 @@ class TerminalQuota(SparcError):
 
 
 class TaskFailed(SparcError):
-    """A Codex task ended in failed/cancelled status."""
+    """A cloud task ended in failed/cancelled status."""
 
     def __init__(self, message: str, *, task_id: str, status: str) -> None:
         super().__init__(message)
@@ -123,7 +123,7 @@ class TaskFailed(SparcError):
 
 
 class TaskTimeout(SparcError):
-    """A Codex task did not finish in time."""
+    """A cloud task did not finish in time."""
 
     def __init__(self, message: str, *, task_id: str, last_status: str) -> None:
         super().__init__(message)
@@ -174,7 +174,7 @@ class CapacityExhausted(RateLimited):
 
 
 class PromptBlocked(ApiError):
-    """Gemini answered with no candidates (an empty answer), e.g. `promptFeedback.blockReason`; re-sending
+    """The model answered with no candidates (an empty answer), e.g. `promptFeedback.blockReason`; re-sending
     the same prompt changes nothing."""
 
     def __init__(self, message: str, *, reason: str | None, endpoint: str = "") -> None:
@@ -183,7 +183,7 @@ class PromptBlocked(ApiError):
 
 
 class TaskPollFailed(SparcError):
-    """Polling a Codex task failed for good (or until the agent timeout); the task itself may still be live
+    """Polling a cloud task failed for good (or until the agent timeout); the task itself may still be live
     on the server: `task_id` lets a later run attach to it again."""
 
     def __init__(self, message: str, *, task_id: str) -> None:
@@ -192,7 +192,7 @@ class TaskPollFailed(SparcError):
 
 
 class TaskGone(ApiError):
-    """The server does not know the Codex task (404)."""
+    """The server does not know the cloud task (404)."""
 
     def __init__(self, message: str, *, task_id: str, endpoint: str = "") -> None:
         super().__init__(message, status=404, endpoint=endpoint)

@@ -352,7 +352,7 @@ class RunFolder:
             f"- latency: {record.latency_s:.2f} s, attempts: {record.attempts}",
         ]
         if record.task_id:
-            header.append(f"- Codex task: {record.task_id}")
+            header.append(f"- Task: {record.task_id}")
         if record.error:
             header.append(f"- error: {record.error}")
         if record.diff:

@@ -60,6 +60,14 @@ def known_prices(user_prices: Mapping[str, tuple[float, float]]) -> dict[str, tu
     return table
 
 
+def default_limits() -> dict[Key, RateLimit]:
+    """Every registered kind's default limits (for tools that run without a project: benchmarks, doctor)."""
+    out: dict[Key, RateLimit] = {}
+    for kind in KINDS:
+        out.update(load_kind(kind).limits(kind, None))
+    return out
+
+
 def build_backends(ctx: BuildContext, names: Iterable[str]) -> dict[str, Backend]:
     """Build each named backend (reading its credentials now: a missing login stops the run before any call)."""
     return {name: kind_of(name, ctx.project).build(ctx, name) for name in names}

@@ -10,22 +10,28 @@ import logging
 import time
 from collections.abc import Callable
 
+from sparc_cloud import defaults
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check, Level
 from sparc_cloud.clients.auth import CODEX_LOGIN_HINT, jwt_claims
 from sparc_cloud.clients.codex import CodexClient, TaskDetails
+from sparc_cloud.clients.codex_gitref import resolve_branch
 from sparc_cloud.clients.factory import make_codex
-from sparc_cloud.clients.gitref import resolve_branch
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import ConfigError, SparcError, TaskFailed, TaskGone
 from sparc_cloud.events import Event
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
+from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import AgentSpec
 from sparc_cloud.runfolder import TaskMark
 from sparc_cloud.settings import DEFAULT_PRICES
 
 log = logging.getLogger("sparc_cloud.agents")
+# The runbook's measured limits: task creation 10/min; status polls 30/min per account.
+OPERATION_LIMITS = {
+    "create": RateLimit(*defaults.CODEX_CREATE_LIMIT),
+    "poll": RateLimit(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
+}
 SIM_ENVIRONMENT = "memory-extension"  # the environment a `--backend sim` run uses when none is configured
 
 
@@ -189,11 +195,19 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     return checks
 
 
+def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
+    return {(name, op, "*"): limit for op, limit in OPERATION_LIMITS.items()}
+
+
 KIND = BackendKind(
     name="codex",
     summary="Codex Cloud tasks (the codex CLI's ChatGPT login); returns diffs",
     build=_build,
     doctor=_doctor,
-    limits=lambda name, endpoint: {key: limit for key, limit in DEFAULT_LIMITS.items() if key[0] == "codex"},
+    limits=_limits,
     prices={k: v for k, v in DEFAULT_PRICES.items() if k == "codex"},
+    call_key=lambda name, model: (name, "create", "*"),
+    typical_output_tokens=4_000,
+    latency_name=lambda model: "codex-task",
+    billing_note="Codex Cloud bills through a subscription",
 )

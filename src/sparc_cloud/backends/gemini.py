@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 
+from sparc_cloud import defaults
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
@@ -16,10 +17,16 @@ from sparc_cloud.clients.factory import make_gemini
 from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import SparcError
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
+from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.settings import DEFAULT_PRICES
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
+# The runbook's measured limits: flash ~10 in a burst then ~1/s; pro ~3/min.
+MODEL_LIMITS = {"gemini-2.5-flash": RateLimit(*defaults.FLASH_LIMIT), "gemini-2.5-pro": RateLimit(*defaults.PRO_LIMIT)}
+
+
+def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
+    return {(name, "generate", model): limit for model, limit in MODEL_LIMITS.items()}
 
 
 class GeminiBackend:
@@ -119,6 +126,7 @@ KIND = BackendKind(
     summary="Gemini through Code Assist (the gemini CLI's login) or the public API (GEMINI_API_KEY)",
     build=_build,
     doctor=_doctor,
-    limits=lambda name, endpoint: {key: limit for key, limit in DEFAULT_LIMITS.items() if key[0] == "gemini"},
+    limits=_limits,
     prices={k: v for k, v in DEFAULT_PRICES.items() if k.startswith("gemini")},
+    billing_note="Code Assist bills through a subscription",
 )

@@ -23,8 +23,9 @@ from urllib.parse import quote
 import requests
 
 from sparc_cloud import defaults
+from sparc_cloud.clients import codex_errors
 from sparc_cloud.clients.auth import CodexAuth, codex_user_agent
-from sparc_cloud.clients.gitref import resolve_branch
+from sparc_cloud.clients.codex_gitref import resolve_branch
 from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting
 from sparc_cloud.errors import (
     AuthError,
@@ -320,7 +321,7 @@ class CodexClient:
             return exchange(
                 self.session, method, url, endpoint=endpoint, secrets=self.secrets, now_wall=self.clock.wall(),
                 timeout_s=self.timeout_s, headers=self._headers(token, json_body is not None),
-                json_body=json_body, params=params, origin=self.base_setting,
+                json_body=json_body, params=params, origin=self.base_setting, rules=codex_errors.classify,
             )
 
         token = self.auth.token()

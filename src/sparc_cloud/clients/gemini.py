@@ -19,6 +19,7 @@ from typing import Any, Literal
 import requests
 
 from sparc_cloud import __version__, defaults
+from sparc_cloud.clients import gemini_errors
 from sparc_cloud.clients.auth import GeminiOAuth
 from sparc_cloud.errors import (
     AuthError,
@@ -257,7 +258,7 @@ class GeminiClient:
         return exchange(
             self.session, "POST" if body is not None else "GET", url, endpoint=endpoint, secrets=self.secrets,
             now_wall=self.clock.wall(), timeout_s=self.config.timeout_s, headers=headers, json_body=body,
-            origin=origin,
+            origin=origin, rules=gemini_errors.classify,
         )
 
     def method_url(self, method: str) -> str:

@@ -1,4 +1,4 @@
-"""Loopback simulator of the Gemini (Code Assist and public API) and Codex Cloud endpoints."""
+"""Loopback simulator of every registered backend's endpoints (one server; each provider's routes in its module)."""
 
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript, load_scenario
 from sparc_cloud.sim.server import Simulator
