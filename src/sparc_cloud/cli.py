@@ -19,22 +19,30 @@ from typing import IO, Annotated, Any, NoReturn, cast
 import typer
 
 from sparc_cloud import __version__
+from sparc_cloud.terminal import plural
 
 app = typer.Typer(
     name="sparc-cloud",
     help="Run the five SPARC phases (specification, pseudocode, architecture, refinement, completion) as a "
-         "pipeline of Gemini and Codex Cloud agents.",
+         "pipeline of cloud LLM agents, any backend for any phase.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # Each line of the examples fits 80 columns; the closing paragraph is wrapped to the terminal by click.
     epilog="\b\nExamples:\n"
-           "  sparc-cloud run --project memory-extension --backend sim   # the whole job, no account needed\n"
-           "  sparc-cloud run --project memory-extension --dry-run       # the plan, cost and time; nothing spent\n"
-           "  sparc-cloud run --project memory-extension --dashboard     # with a live web dashboard\n"
-           "  sparc-cloud report                                         # the newest run: cost, times, critical path\n"
-           "  sparc-cloud doctor                                         # check credentials, with the fix for each\n"
-           "\b\nOutput: results on stdout, progress and messages on stderr; --json where offered. "
+           "  # the whole job, no account needed\n"
+           "  sparc-cloud run --project memory-extension --backend sim\n"
+           "  # the plan, cost and time; nothing spent\n"
+           "  sparc-cloud run --project memory-extension --dry-run\n"
+           "  # with a live web dashboard\n"
+           "  sparc-cloud run --project memory-extension --dashboard\n"
+           "  # the newest run: cost, times, critical path\n"
+           "  sparc-cloud report\n"
+           "  # check credentials, with the fix for each\n"
+           "  sparc-cloud doctor\n"
+           "\n"
+           "Output: results on stdout, progress and messages on stderr; --json where offered. "
            "Settings: flags, then SPARC_* environment variables or .env, then the project file.",
 )
 sim_app = typer.Typer(help="The loopback simulator of both clouds.", no_args_is_help=True)
@@ -212,7 +220,7 @@ def run(
     try:
         selection = parse_phase_selection(phases) if phases is not None else None  # --phases "" is refused
         if backend not in ("live", "sim"):
-            _fail(f"--backend {backend!r}: use live or sim.")
+            _fail(_bad_backend(ctx, backend))
         check_flag_numbers(deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
                            sim_time_scale=sim_time_scale)
         settings = _settings(concurrency=concurrency, codex_environment=codex_env, codex_branch=branch,
@@ -278,6 +286,15 @@ def run(
     # a reader that has gone (`| head`) does not change the exit code
     echo(outcome.message, err=outcome.exit_code != 0 or json_out)
     raise typer.Exit(outcome.exit_code)
+
+
+def _bad_backend(ctx: typer.Context, backend: str) -> str:
+    """The error for a backend that is neither live nor sim, naming where it came from."""
+    source = ctx.get_parameter_source("backend")
+    if source is not None and source.name == "ENVIRONMENT":  # typer may carry its own copy of click's enum
+        return (f"SPARC_BACKEND={backend!r} (from the environment): use live or sim. Unset it, or set it to live or "
+                "sim (--backend overrides it).")
+    return f"--backend {backend!r}: use live or sim."
 
 
 def _credentials_state(settings: Any, project: str) -> str:
@@ -380,8 +397,12 @@ def projects(
     if json_out:
         typer.echo(json.dumps([{"name": n, "summary": s} for n, s in builtin_projects().items()], indent=2))
         return
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size((100, 24)).columns)
     for name, summary in builtin_projects().items():
-        typer.echo(f"{name:<24} {summary}")
+        typer.echo(textwrap.fill(summary, width=width, initial_indent=f"{name:<24} ", subsequent_indent=" " * 25))
 
 
 @app.command()
@@ -516,7 +537,8 @@ def doctor(
         if check.fix and check.level != "ok":
             echo(f"       fix: {check.fix}")
     failed = sum(c.level == "fail" for c in checks)
-    typer.echo(f"{len(checks)} checks, {failed} to fix." if failed else f"{len(checks)} checks, all usable.")
+    total = plural(len(checks), "check")
+    typer.echo(f"{total}, {failed} to fix." if failed else f"{total}, all usable.")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -553,7 +575,7 @@ def codex_envs(
     if not envs:
         typer.echo("No Codex environments. Create one at https://chatgpt.com/codex/settings/environments.")
     for env in envs:  # ids and labels come from the server: control characters escaped
-        echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} {env.task_count} tasks")
+        echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} {plural(env.task_count, 'task')}")
 
 
 @app.command("export")

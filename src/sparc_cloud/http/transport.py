@@ -52,7 +52,7 @@ def error_for(
     if decision.kind == "transient":
         return TransientError(msg, status=status, endpoint=endpoint, delay=decision.delay)
     if decision.kind == "terminal":
-        return TerminalQuota(f"{msg} (quota will not come back soon; not retried)", status=status,
+        return TerminalQuota(f"{msg} (quota will not come back soon; not retried)", status=status, delay=decision.delay,
                              endpoint=endpoint)
     if decision.kind == "not_found":
         return ModelNotFound(msg, status=status, endpoint=endpoint)
