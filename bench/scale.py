@@ -31,8 +31,8 @@ from common import Gcra, digest, emit, machine, sim_settings, start_external_sim
 from sparc_cloud.agents import AgentExecutor
 from sparc_cloud.backends.assemble import default_limits
 from sparc_cloud.backends.gemini import GeminiBackend
-from sparc_cloud.clients.factory import ClientContext, make_gemini
-from sparc_cloud.clients.gemini import GeminiClient
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import GeminiClient, make_gemini
 from sparc_cloud.events import EventBus
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.phases import build_plan, render_prompt

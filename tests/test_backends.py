@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sparc_cloud import defaults
 from sparc_cloud.backends.assemble import price_table, run_limits
-from sparc_cloud.backends.registry import KINDS, load_kind, split_model
+from sparc_cloud.backends.registry import KINDS, limit_key, load_kind, split_model
+from sparc_cloud.clients import gemini_settings
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.phases import build_plan
 from sparc_cloud.project import load_project, load_templates, parse_project
@@ -97,18 +97,19 @@ per_minute = 12
     assert limits[("local", "generate", "*")].per_minute == 30
     assert limits[("local", "tokens", "*")].per_minute == 20
     assert limits[("local", "generate", "llama3")].per_minute == 12  # [limits."BACKEND/MODEL"]
-    assert limits[("gemini", "generate", "gemini-2.5-pro")].per_minute == defaults.PRO_LIMIT[0]
+    assert limits[("gemini", "generate", "gemini-2.5-pro")].per_minute == gemini_settings.PRO_LIMIT[0]
     prices = price_table(p, {})  # type: ignore[arg-type]
     assert prices["local/llama3"] == (0.5, 1.5) and "gemini-2.5-pro" in prices
 
 
 def test_the_limit_key_rule_is_written_once() -> None:
-    assert defaults.limit_key("codex.poll") == ("codex", "poll", "*")
-    assert defaults.limit_key("gemini-2.5-pro") == ("gemini", "generate", "gemini-2.5-pro")
-    assert defaults.limit_key("local/llama3") == ("local", "generate", "llama3")
+    assert limit_key("codex.poll") == ("codex", "poll", "*")
+    assert limit_key("gemini-2.5-pro") == ("gemini", "generate", "gemini-2.5-pro")
+    assert limit_key("gemini-2.5.1-pro") == ("gemini", "generate", "gemini-2.5.1-pro")
+    assert limit_key("local/llama3") == ("local", "generate", "llama3")
     for path in SRC.rglob("*.py"):
-        if path.name != "defaults.py":
-            assert 'name.startswith("codex.")' not in path.read_text(encoding="utf-8"), path
+        if path.name != "registry.py":
+            assert "def limit_key(" not in path.read_text(encoding="utf-8"), path
 
 
 @pytest.mark.parametrize("module", ["agents.py", "runner.py", "report.py", "pipeline.py"])

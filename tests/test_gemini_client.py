@@ -13,8 +13,8 @@ import requests
 import responses
 
 from sparc_cloud.backends.gemini import KIND as GEMINI
-from sparc_cloud.clients.auth import GeminiOAuth
 from sparc_cloud.clients.gemini import GeminiClient, GeminiConfig
+from sparc_cloud.clients.gemini_auth import GeminiOAuth
 from sparc_cloud.errors import AuthError, ConfigError, ModelNotFound, RetriesExhausted, TerminalQuota
 from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimiters

@@ -12,7 +12,10 @@ import pytest
 
 from sparc_cloud import defaults, pipeline
 from sparc_cloud.backends.assemble import default_limits
-from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.clients import codex_settings
+from sparc_cloud.clients.codex import make_codex
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import make_gemini
 from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
@@ -264,7 +267,7 @@ def test_every_default_comes_from_defaults_py() -> None:
     assert (policy.max_attempts, policy.initial_s, policy.max_backoff_s) == (
         defaults.RETRY_MAX_ATTEMPTS, defaults.RETRY_INITIAL_S, defaults.RETRY_MAX_BACKOFF_S)
     poll = default_limits()[("codex", "poll", "*")]
-    assert (poll.per_minute, poll.burst) == (defaults.CODEX_POLLS_PER_MINUTE, defaults.CODEX_POLL_BURST)
+    assert (poll.per_minute, poll.burst) == (codex_settings.POLLS_PER_MINUTE, codex_settings.POLL_BURST)
     from sparc_cloud.sim import SimConfig
 
     sim_poll = SimConfig().limits["codex.poll"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sparc_cloud.clients.codex import TaskStatus
-from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.clients.codex import TaskStatus, make_codex
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import make_gemini
 from sparc_cloud.errors import ConfigError, ModelNotFound, RetriesExhausted, TaskFailed, TaskTimeout, TerminalQuota
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import RateLimiters

@@ -554,7 +554,8 @@ def codex_envs(
     """
     import threading
 
-    from sparc_cloud.clients.factory import ClientContext, make_codex
+    from sparc_cloud.clients.codex import make_codex
+    from sparc_cloud.clients.factory import ClientContext
     from sparc_cloud.errors import SparcError
     from sparc_cloud.http.clock import RealClock
     from sparc_cloud.redact import SecretRegistry

@@ -23,7 +23,7 @@ from sparc_cloud.project import Project
 from sparc_cloud.sim import SimConfig
 
 
-def limit_key(kind: BackendKind, agent: AgentSpec) -> Key:
+def call_key(kind: BackendKind, agent: AgentSpec) -> Key:
     """The limiter an agent's calls go through (its backend kind says which)."""
     return kind.call_key(agent.backend, agent.model)
 
@@ -75,7 +75,7 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
 
     def slot(node: Node, ready: float) -> float:
         agent = by_id[node.id]
-        key = limit_key(kinds[agent.backend], agent)
+        key = call_key(kinds[agent.backend], agent)
         limit = limit_for(limits, key)
         interval = limit.interval(time_scale)
         start = max(ready, tat.get(key, 0.0) - (limit.burst - 1) * interval)
@@ -85,7 +85,7 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
     ideal = schedule(nodes, slot)
     for row in rows:
         row["start_s"] = round(ideal.start[row["id"]], 3)
-    used = sorted({limit_key(kinds[a.backend], a) for a in agents})
+    used = sorted({call_key(kinds[a.backend], a) for a in agents})
     return {
         "project": plan.project.name, "phases": selected,
         "agents": rows,

@@ -55,7 +55,7 @@ class AuthError(SparcError):
 
 class HttpError(SparcError):
     """What a server answered (or failed to): the HTTP status (None when no answer came), the endpoint (a
-    short name such as `gemini generate`), and the server's retry hint in seconds (None when it gave none)."""
+    short name such as `local generate`), and the server's retry hint in seconds (None when it gave none)."""
 
     def __init__(self, message: str, *, status: int | None = None, endpoint: str = "",
                  delay: float | None = None) -> None:

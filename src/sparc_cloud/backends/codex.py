@@ -10,27 +10,26 @@ import logging
 import time
 from collections.abc import Callable
 
-from sparc_cloud import defaults
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check, Level
-from sparc_cloud.clients.auth import CODEX_LOGIN_HINT, jwt_claims
-from sparc_cloud.clients.codex import CodexClient, TaskDetails
+from sparc_cloud.clients import codex_settings
+from sparc_cloud.clients.auth import jwt_claims
+from sparc_cloud.clients.codex import CodexClient, TaskDetails, make_codex
+from sparc_cloud.clients.codex_auth import CODEX_LOGIN_HINT
 from sparc_cloud.clients.codex_gitref import resolve_branch
-from sparc_cloud.clients.factory import make_codex
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import ConfigError, SparcError, TaskFailed, TaskGone
 from sparc_cloud.events import Event
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import AgentSpec
 from sparc_cloud.runfolder import TaskMark
-from sparc_cloud.settings import DEFAULT_PRICES
 
 log = logging.getLogger("sparc_cloud.agents")
 # The runbook's measured limits: task creation 10/min; status polls 30/min per account.
 OPERATION_LIMITS = {
-    "create": RateLimit(*defaults.CODEX_CREATE_LIMIT),
-    "poll": RateLimit(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
+    "create": RateLimit(*codex_settings.CREATE_LIMIT),
+    "poll": RateLimit(per_minute=codex_settings.POLLS_PER_MINUTE, burst=codex_settings.POLL_BURST),
 }
 SIM_ENVIRONMENT = "memory-extension"  # the environment a `--backend sim` run uses when none is configured
 
@@ -163,7 +162,8 @@ def _build(ctx: BuildContext, name: str) -> CodexBackend:
 
 def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     """auth.json, token expiry, account, environment."""
-    settings, ctx, environment = dctx.settings, dctx.client, dctx.environment
+    settings, ctx = dctx.settings, dctx.client
+    environment = dctx.environment or settings.codex_environment
     path = settings.codex_auth_path()
     checks, data = file_checks("Codex credentials", path, CODEX_LOGIN_HINT)
     if data is None:
@@ -205,7 +205,7 @@ KIND = BackendKind(
     build=_build,
     doctor=_doctor,
     limits=_limits,
-    prices={k: v for k, v in DEFAULT_PRICES.items() if k == "codex"},
+    prices=codex_settings.PRICES,
     call_key=lambda name, model: (name, "create", "*"),
     typical_output_tokens=4_000,
     latency_name=lambda model: "codex-task",

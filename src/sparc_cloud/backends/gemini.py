@@ -8,21 +8,20 @@ from __future__ import annotations
 import shutil
 import time
 
-from sparc_cloud import defaults
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
-from sparc_cloud.clients.auth import GEMINI_LOGIN_HINT, jwt_claims
-from sparc_cloud.clients.factory import make_gemini
-from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding
+from sparc_cloud.clients import gemini_settings
+from sparc_cloud.clients.auth import jwt_claims
+from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding, make_gemini
+from sparc_cloud.clients.gemini_auth import GEMINI_LOGIN_HINT
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
-from sparc_cloud.settings import DEFAULT_PRICES
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
 # The runbook's measured limits: flash ~10 in a burst then ~1/s; pro ~3/min.
-MODEL_LIMITS = {"gemini-2.5-flash": RateLimit(*defaults.FLASH_LIMIT), "gemini-2.5-pro": RateLimit(*defaults.PRO_LIMIT)}
+MODEL_LIMITS = {"gemini-2.5-flash": RateLimit(*gemini_settings.FLASH_LIMIT), "gemini-2.5-pro": RateLimit(*gemini_settings.PRO_LIMIT)}
 
 
 def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
@@ -127,6 +126,6 @@ KIND = BackendKind(
     build=_build,
     doctor=_doctor,
     limits=_limits,
-    prices={k: v for k, v in DEFAULT_PRICES.items() if k.startswith("gemini")},
+    prices=gemini_settings.PRICES,
     billing_note="Code Assist bills through a subscription",
 )

@@ -17,6 +17,7 @@ from sparc_cloud.backends import diffs
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
+from sparc_cloud.clients import openai_defaults
 from sparc_cloud.clients.openai import ChatClient, ChatConfig, ChatResult
 from sparc_cloud.doctor import fix_for
 from sparc_cloud.errors import ConfigError, DiffRejected, SparcError
@@ -26,8 +27,8 @@ from sparc_cloud.project import Endpoint
 from sparc_cloud.sim.chat import SIM_CHAT_KEY as SIM_API_KEY
 
 log = logging.getLogger("sparc_cloud")
-KEY_ENV = "OPENAI_API_KEY"
-BASE_ENV = "OPENAI_BASE_URL"
+KEY_ENV = openai_defaults.KEY_ENV
+BASE_ENV = openai_defaults.BASE_ENV
 # USD per million tokens (input, output), OpenAI's list prices; used only for estimates.
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.0, 8.0),
@@ -93,10 +94,10 @@ def chat_config(name: str, endpoint: Endpoint | None, *, sim_url: str | None, ti
                     f"Export {endpoint.api_key_env}=<key>, or remove api_key_env from [backends.{name}].")
             _refuse_plain_http(name, endpoint.base_url, setting, endpoint.api_key_env)
         return ChatConfig(name, endpoint.base_url, key, setting, endpoint.api_key_env or "(no key)", timeout_s)
-    base = (os.environ.get(BASE_ENV) or defaults.OPENAI_BASE).rstrip("/")
+    base = (os.environ.get(BASE_ENV) or openai_defaults.BASE).rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise EndpointConfigError(f"{BASE_ENV}={base} is not an http(s) URL. Set it to a server's /v1 base "
-                                  f"(default {defaults.OPENAI_BASE}) or unset it.",
+                                  f"(default {openai_defaults.BASE}) or unset it.",
                                   f"Set {BASE_ENV} to an http(s) /v1 base, or unset it.")
     key = os.environ.get(KEY_ENV) or None
     if key is None:
@@ -214,7 +215,7 @@ def _build(ctx: BuildContext, name: str) -> OpenAIBackend:
 
 def _limits(name: str, endpoint: Endpoint | None) -> dict[Key, RateLimit]:
     """requests_per_minute on (NAME, generate, *); tokens_per_minute in thousands on (NAME, tokens, *)."""
-    rpm, burst = defaults.OPENAI_LIMIT if endpoint is None else defaults.LOCAL_LIMIT
+    rpm, burst = openai_defaults.LIMIT if endpoint is None else openai_defaults.LOCAL_LIMIT
     if endpoint is not None and endpoint.requests_per_minute:
         rpm, burst = endpoint.requests_per_minute, max(1, int(endpoint.requests_per_minute // 10))
     out: dict[Key, RateLimit] = {(name, "generate", "*"): RateLimit(per_minute=rpm, burst=burst)}

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+from sparc_cloud.clients import codex_settings, gemini_settings
+from sparc_cloud.clients.codex_settings import CodexSettingsFields
+from sparc_cloud.clients.gemini_settings import GeminiSettingsFields
 
 if TYPE_CHECKING:
     from sparc_cloud.backends.base import BackendKind
@@ -22,8 +27,39 @@ KINDS: dict[str, str] = {
     "codex": "sparc_cloud.backends.codex",
     "openai": "sparc_cloud.backends.openai",
 }
+# What the default project uses: `doctor` checks these when no project is named.
+DEFAULT_BACKENDS: tuple[str, ...] = ("gemini", "codex")
 # Kinds that `[backends.NAME]` tables may name (they talk to a URL the user chooses).
 ENDPOINT_KINDS: tuple[str, ...] = ("openai",)
+
+
+# Providers with settings of their own (`SPARC_*` variables): each a module defining its fields class, ALIASES,
+# URL_FIELDS, SECRET_FIELDS and PRICES. `ProviderSettings` composes the fields into `settings.Settings`. (The
+# OpenAI-compatible kind reads OPENAI_* and its project tables only, so it has none.) Import-free beyond pydantic.
+SETTINGS_MODULES: tuple[ModuleType, ...] = (gemini_settings, codex_settings)
+
+
+class ProviderSettings(GeminiSettingsFields, CodexSettingsFields):
+    """Every provider's settings fields, as one base of `settings.Settings`."""
+
+
+# The backend a bare model name in `[limits."MODEL"]` means (the default project's text backend).
+BARE_MODEL_BACKEND = "gemini"
+
+
+def limit_key(name: str) -> tuple[str, str, str]:
+    """The limiter key of a `[limits."NAME"]` table (the one rule; the run and the simulator both use it).
+
+    `KIND.OP` (a registered kind, e.g. `codex.poll`) -> that backend's operation OP (create, poll, ...);
+    `BACKEND/MODEL` -> that backend's requests for MODEL (`BACKEND/*`: all its models); a bare model name ->
+    `BARE_MODEL_BACKEND`'s requests for that model."""
+    if "/" in name:
+        backend, model = name.split("/", 1)
+        return (backend, "generate", model)
+    kind, dot, operation = name.partition(".")
+    if dot and operation and kind in KINDS:
+        return (kind, operation, "*")
+    return (BARE_MODEL_BACKEND, "generate", name)
 
 
 def load_kind(kind: str) -> BackendKind:

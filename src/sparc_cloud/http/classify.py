@@ -67,7 +67,7 @@ def is_challenge(status: int, headers: Mapping[str, str] | None) -> bool:
 
 
 def retry_after(headers: Mapping[str, str], now_wall: float | None = None) -> float | None:
-    """Seconds from `retry-after-ms`, then `retry-after` (seconds or an HTTP date), as openai-python reads them."""
+    """Seconds from `retry-after-ms`, then `retry-after` (seconds or an HTTP date), as the official SDKs read them."""
     return _retry_after({k.lower(): v for k, v in headers.items()}, now_wall)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparc_cloud import defaults
+from sparc_cloud.clients import codex_settings, gemini_settings, openai_defaults
 from sparc_cloud.errors import ConfigError
 
 Endpoint = Literal[
@@ -94,10 +95,10 @@ def _default_latency() -> dict[str, tuple[float, float]]:
 
 def _default_limits() -> dict[str, LimitSpec]:
     return {
-        "gemini-2.5-flash": LimitSpec(per_minute=defaults.FLASH_LIMIT[0], burst=defaults.FLASH_LIMIT[1]),
-        "gemini-2.5-pro": LimitSpec(per_minute=defaults.PRO_LIMIT[0], burst=defaults.PRO_LIMIT[1]),
-        "codex.create": LimitSpec(per_minute=defaults.CODEX_CREATE_LIMIT[0], burst=defaults.CODEX_CREATE_LIMIT[1]),
-        "codex.poll": LimitSpec(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
+        "gemini-2.5-flash": LimitSpec(per_minute=gemini_settings.FLASH_LIMIT[0], burst=gemini_settings.FLASH_LIMIT[1]),
+        "gemini-2.5-pro": LimitSpec(per_minute=gemini_settings.PRO_LIMIT[0], burst=gemini_settings.PRO_LIMIT[1]),
+        "codex.create": LimitSpec(per_minute=codex_settings.CREATE_LIMIT[0], burst=codex_settings.CREATE_LIMIT[1]),
+        "codex.poll": LimitSpec(per_minute=codex_settings.POLLS_PER_MINUTE, burst=codex_settings.POLL_BURST),
     }
 
 
@@ -132,8 +133,8 @@ class SimConfig(BaseModel):
     )
     # OpenAI-compatible /v1: requests per minute per model (sent back in x-ratelimit-* headers), and the
     # models GET /v1/models lists (chat/completions answers any model name: local servers have any)
-    chat_limit: LimitSpec = Field(default_factory=lambda: LimitSpec(per_minute=defaults.OPENAI_LIMIT[0],
-                                                                    burst=defaults.OPENAI_LIMIT[1]))
+    chat_limit: LimitSpec = Field(default_factory=lambda: LimitSpec(per_minute=openai_defaults.LIMIT[0],
+                                                                    burst=openai_defaults.LIMIT[1]))
     chat_models: list[str] = Field(default_factory=lambda: ["gpt-4.1", "gpt-4.1-mini", "llama3.1:8b"])
     faults: list[Fault] = Field(default_factory=list)
     tasks: list[TaskScript] = Field(default_factory=list)
