@@ -228,3 +228,19 @@ def test_report_counts_tokens_and_cost_per_backend(tmp_path: Path) -> None:
     assert all(s["tokens"] > 0 for s in shares.values()) and shares["openai"]["cost_usd"] > 0
     code, output = cli("report", str(out))
     assert "By backend: gemini 6 agents" in output
+
+
+def test_provider_tables_are_declared_by_their_providers() -> None:
+    """`[gemini]` and `[codex]` are validated by the models their providers declare; any other table is an error."""
+    from sparc_cloud.backends.registry import ProviderTables
+    from sparc_cloud.clients.codex_settings import CodexProjectTable
+    from sparc_cloud.clients.gemini_settings import GeminiProjectTable
+
+    p = project('[codex]\nenvironment = "env-1"\n[gemini]\nfallback = true\n')
+    assert isinstance(p.codex, CodexProjectTable) and p.codex.environment == "env-1"  # type: ignore[attr-defined]
+    assert isinstance(p.gemini, GeminiProjectTable) and p.gemini.fallback  # type: ignore[attr-defined]
+    assert set(ProviderTables.model_fields) == {"codex", "gemini"}
+    with pytest.raises(ConfigError, match=r"field 'codex.branches' \(line 9\) is not a known field"):
+        project('[codex]\nbranches = "x"\n')
+    with pytest.raises(ConfigError, match=r"field 'anthropic' \(line 8\) is not a known field"):
+        project('[anthropic]\nkey = "x"\n')

@@ -31,7 +31,6 @@ PENDING: dict[str, str] = {
     "sim/content.py": "the simulator's seeded content, owned by another change",
     "sim/state.py": "the simulator's state, whose list logic another change owns",
     "cli.py": "the `codex envs` sub-app and provider flags: to come from each kind",
-    "project.py": "the [gemini] and [codex] tables: to be declared by each kind",
     "sim/config.py": "default simulated limits and fault endpoints per provider: to come from sim/<provider>.py",
     "sim/envelopes.py": "Gemini's and Codex's error bodies: to move to sim/gemini.py and sim/codex.py",
     "sim/remote.py": "the credential files of `sim serve --write-creds`: to come from sim/<provider>.py",

@@ -14,9 +14,11 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
 from sparc_cloud.clients import codex_settings, gemini_settings
-from sparc_cloud.clients.codex_settings import CodexSettingsFields
-from sparc_cloud.clients.gemini_settings import GeminiSettingsFields
+from sparc_cloud.clients.codex_settings import CodexProjectTable, CodexSettingsFields
+from sparc_cloud.clients.gemini_settings import GeminiProjectTable, GeminiSettingsFields
 
 if TYPE_CHECKING:
     from sparc_cloud.backends.base import BackendKind
@@ -60,6 +62,33 @@ def limit_key(name: str) -> tuple[str, str, str]:
     if dot and operation and kind in KINDS:
         return (kind, operation, "*")
     return (BARE_MODEL_BACKEND, "generate", name)
+
+
+class ProviderTables(BaseModel):
+    """The project-file tables providers declare (`[gemini]`, `[codex]`), as one base of `project.Project`: each is
+    validated by its provider's model, and a table no provider declares stays an error."""
+
+    codex: CodexProjectTable = Field(default_factory=CodexProjectTable)
+    gemini: GeminiProjectTable = Field(default_factory=GeminiProjectTable)
+
+
+# Each phase's backend and model when the project file names none: (backend, model, synthesis model).
+PHASE_DEFAULTS: dict[str, tuple[str, str, str | None]] = {
+    "specification": ("gemini", "gemini-2.5-flash", "gemini-2.5-pro"),
+    "pseudocode": ("gemini", "gemini-2.5-flash", None),
+    "architecture": ("gemini", "gemini-2.5-pro", None),
+    "refinement": ("codex", "codex", None),
+    "completion": ("gemini", "gemini-2.5-pro", None),
+}
+DEFAULT_BACKEND, DEFAULT_MODEL = "gemini", "gemini-2.5-flash"  # a phase table that names neither
+EXAMPLE_MODEL = "openai/gpt-4.1"  # how error messages show a BACKEND/MODEL
+
+
+def fit_model(backend: str, model: str) -> str:
+    """The model a phase runs when it names a backend but keeps the default model: a Codex phase runs `codex`."""
+    if backend == "codex" and model.startswith("gemini"):
+        return "codex"
+    return model
 
 
 def load_kind(kind: str) -> BackendKind:

@@ -1,6 +1,7 @@
-"""Codex Cloud's settings fragment and defaults: the backend URL and path style, auth.json, token refresh, the
-environment and branch of a run, the poll budget, list prices. The registry composes the fragment into
-`settings.Settings` (`SPARC_CODEX_*`). Import-free beyond pydantic: settings load it early."""
+"""Codex Cloud's settings fragment, project table and defaults: the backend URL and path style, auth.json, token
+refresh, the environment and branch of a run, the poll budget, list prices, and the `[codex]` table of a project
+file. The registry composes the fragment into `settings.Settings` (`SPARC_CODEX_*`) and the table into
+`project.Project`. Import-free beyond pydantic: settings and projects load it early."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparc_cloud.settings_fields import check_url
 
@@ -66,3 +67,12 @@ class CodexSettingsFields(BaseModel):
     def codex_auth_path(self) -> Path:
         """Where the Codex auth.json is."""
         return self.codex_auth or default_auth()
+
+
+class CodexProjectTable(BaseModel):
+    """A project file's `[codex]` table: where Codex tasks run (composed into `project.Project` as `project.codex`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    environment: str | None = None
+    branch: str | None = None  # unset: --branch, else this checkout's current or default branch, else main

@@ -1,15 +1,16 @@
-"""Gemini's settings fragment and defaults: Code Assist and public API URLs, the OAuth file, the API key, list
-prices. The registry composes the fragment into `settings.Settings`, so every field is a `SPARC_*` setting as
-before (`SPARC_GEMINI_API_KEY`, `GEMINI_API_KEY`, ...). Import-free beyond pydantic: settings load it early."""
+"""Gemini's settings fragment, project table and defaults: Code Assist and public API URLs, the OAuth file, the
+API key, list prices, and the `[gemini]` table of a project file. The registry composes the fragment into
+`settings.Settings` (every field a `SPARC_*` setting as before: `SPARC_GEMINI_API_KEY`, `GEMINI_API_KEY`, ...)
+and the table into `project.Project`. Import-free beyond pydantic: settings and projects load it early."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from sparc_cloud.settings_fields import aliased, check_url, setting_name_in
 
@@ -102,3 +103,12 @@ class GeminiSettingsFields(BaseModel):
     def gemini_creds_path(self) -> Path:
         """Where the Gemini OAuth credentials file is."""
         return self.gemini_creds or default_creds()
+
+
+class GeminiProjectTable(BaseModel):
+    """A project file's `[gemini]` table (the registry composes it into `project.Project` as `project.gemini`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    fallback: bool = False
+    generation_config: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.4})
