@@ -232,7 +232,7 @@ def test_report_counts_tokens_and_cost_per_backend(tmp_path: Path) -> None:
 
 def test_provider_tables_are_declared_by_their_providers() -> None:
     """`[gemini]` and `[codex]` are validated by the models their providers declare; any other table is an error."""
-    from sparc_cloud.backends.registry import ProviderTables
+    from sparc_cloud.backends.registry_fields import ProviderTables
     from sparc_cloud.clients.codex_settings import CodexProjectTable
     from sparc_cloud.clients.gemini_settings import GeminiProjectTable
 

@@ -19,12 +19,12 @@ from sparc_cloud.backends.registry import (
     EXAMPLE_MODEL,
     KINDS,
     PHASE_DEFAULTS,
-    ProviderTables,
     fit_model,
     kind_name,
     known_names,
     split_model,
 )
+from sparc_cloud.backends.registry_fields import ProviderTables
 from sparc_cloud.catalog import builtin_projects, builtin_text
 from sparc_cloud.errors import ConfigError
 

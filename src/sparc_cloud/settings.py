@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sparc_cloud import defaults
-from sparc_cloud.backends.registry import SETTINGS_MODULES, ProviderSettings
+from sparc_cloud.backends.registry_fields import SETTINGS_MODULES, ProviderSettings
 from sparc_cloud.settings_fields import check_url, env_names_in, setting_name_in
 
 # Each provider's list prices, USD per million tokens (input, output), used only for estimates.
@@ -41,7 +41,7 @@ def setting_name(field: str) -> str:
 
 class Settings(ProviderSettings, BaseSettings):
     """Every setting sparc-cloud reads; `.env.example` documents each one. The providers' own settings come
-    from their fragments (`backends/registry.py` `ProviderSettings`)."""
+    from their fragments (`backends/registry_fields.py` `ProviderSettings`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="SPARC_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True

@@ -123,3 +123,5 @@ class BackendKind:
     typical_output_tokens: int = 2_000  # what a dry run assumes an agent writes
     latency_name: Callable[[str], str] = field(default=lambda model: model)  # the simulator's latency entry
     billing_note: str = ""  # a sentence for cost estimates (e.g. billed through a subscription)
+    # Where the user's login stands, in a few words (added to an authentication error): None when it has none.
+    login_state: Callable[[Settings], str] | None = None

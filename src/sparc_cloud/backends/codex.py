@@ -24,6 +24,7 @@ from sparc_cloud.events import Event
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import AgentSpec
 from sparc_cloud.runfolder import TaskMark
+from sparc_cloud.settings import Settings
 
 log = logging.getLogger("sparc_cloud.agents")
 # The runbook's measured limits: task creation 10/min; status polls 30/min per account.
@@ -56,7 +57,7 @@ class CodexBackend:
         """Resolve the environment (by id or name) before the first task."""
         if not self.wanted:
             names = ", ".join(f"{e.label} ({e.id})" for e in self.client.environments()) or "none"
-            raise ConfigError("No Codex environment is configured for phase 4. Set --codex-env (or "
+            raise ConfigError("No Codex environment is configured for phase 4. Set --environment (or "
                               f"SPARC_CODEX_ENVIRONMENT, or [codex] environment in the project). Yours: {names}.")
         self.environment_id = self.client.resolve_environment(self.wanted).id
 
@@ -189,7 +190,7 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
         else:
             names = ", ".join(f"{e.label} ({e.id})" for e in envs) or "none"
             checks.append(Check("Codex environment", "warn", f"none configured; yours: {names}",
-                                "Set SPARC_CODEX_ENVIRONMENT or pass --codex-env NAME."))
+                                "Set SPARC_CODEX_ENVIRONMENT or pass --environment NAME."))
     except SparcError as exc:
         checks.append(Check("Codex environment", "fail", str(exc), fix_for(exc, "See the message.")))
     return checks
@@ -197,6 +198,12 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
 
 def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
     return {(name, op, "*"): limit for op, limit in OPERATION_LIMITS.items()}
+
+
+def _login_state(settings: Settings) -> str:
+    if settings.codex_auth_path().is_file():
+        return f"Codex: logged in ({settings.codex_auth_path()})"
+    return f"Codex: not logged in (no {settings.codex_auth_path()}; run `codex login`)"
 
 
 KIND = BackendKind(
@@ -210,4 +217,5 @@ KIND = BackendKind(
     typical_output_tokens=4_000,
     latency_name=lambda model: "codex-task",
     billing_note="Codex Cloud bills through a subscription",
+    login_state=_login_state,
 )

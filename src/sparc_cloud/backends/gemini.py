@@ -18,6 +18,7 @@ from sparc_cloud.clients.gemini_auth import GEMINI_LOGIN_HINT
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.settings import Settings
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
 # The runbook's measured limits: flash ~10 in a burst then ~1/s; pro ~3/min.
@@ -120,6 +121,14 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     return checks
 
 
+def _login_state(settings: Settings) -> str:
+    if settings.gemini_api_key is not None:
+        return "Gemini: an API key is set (GEMINI_API_KEY)"
+    if settings.gemini_creds_path().is_file():
+        return f"Gemini: logged in ({settings.gemini_creds_path()})"
+    return "Gemini: not logged in"
+
+
 KIND = BackendKind(
     name="gemini",
     summary="Gemini through Code Assist (the gemini CLI's login) or the public API (GEMINI_API_KEY)",
@@ -128,4 +137,5 @@ KIND = BackendKind(
     limits=_limits,
     prices=gemini_settings.PRICES,
     billing_note="Code Assist bills through a subscription",
+    login_state=_login_state,
 )

@@ -1,7 +1,9 @@
 """The registry: backend names -> their kinds (the providers), and the rules that name them in project files.
 
 Adding a provider is one module under `backends/` that defines `KIND` (a `BackendKind`) plus one line in
-`KINDS` below. Kinds load on first use, so project validation can read the names without loading clients.
+`KINDS` below. Kinds load on first use, so project validation can read the names without loading clients. This
+module imports nothing (the CLI reads it for `--help`); `registry_fields.py` composes the providers' settings
+fields and project tables (pydantic models).
 
 A project names a backend three ways: a phase's `backend = "NAME"`, a model written `NAME/MODEL` (split at the
 first `/`: `openrouter/anthropic/claude-sonnet-4` is model `anthropic/claude-sonnet-4` on `openrouter`), or
@@ -11,14 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, Field
-
-from sparc_cloud.clients import codex_settings, gemini_settings
-from sparc_cloud.clients.codex_settings import CodexProjectTable, CodexSettingsFields
-from sparc_cloud.clients.gemini_settings import GeminiProjectTable, GeminiSettingsFields
 
 if TYPE_CHECKING:
     from sparc_cloud.backends.base import BackendKind
@@ -31,18 +26,14 @@ KINDS: dict[str, str] = {
 }
 # What the default project uses: `doctor` checks these when no project is named.
 DEFAULT_BACKENDS: tuple[str, ...] = ("gemini", "codex")
+# Modules adding to the CLI (import-free beyond typer): each may define `APP` (a typer sub-app, added under
+# its `NAME`) and `OPTION_HELP` (help texts of the run options it gives meaning to: environment, branch, fallback).
+CLI_MODULES: tuple[str, ...] = ("sparc_cloud.backends.codex_cli", "sparc_cloud.backends.gemini_cli")
+# The run options a kind gives meaning to (`--environment`, `--branch`, `--fallback`) -> the setting each sets.
+OPTION_SETTINGS: dict[str, str] = {"environment": "codex_environment", "branch": "codex_branch",
+                                   "fallback": "gemini_fallback"}
 # Kinds that `[backends.NAME]` tables may name (they talk to a URL the user chooses).
 ENDPOINT_KINDS: tuple[str, ...] = ("openai",)
-
-
-# Providers with settings of their own (`SPARC_*` variables): each a module defining its fields class, ALIASES,
-# URL_FIELDS, SECRET_FIELDS and PRICES. `ProviderSettings` composes the fields into `settings.Settings`. (The
-# OpenAI-compatible kind reads OPENAI_* and its project tables only, so it has none.) Import-free beyond pydantic.
-SETTINGS_MODULES: tuple[ModuleType, ...] = (gemini_settings, codex_settings)
-
-
-class ProviderSettings(GeminiSettingsFields, CodexSettingsFields):
-    """Every provider's settings fields, as one base of `settings.Settings`."""
 
 
 # The backend a bare model name in `[limits."MODEL"]` means (the default project's text backend).
@@ -62,14 +53,6 @@ def limit_key(name: str) -> tuple[str, str, str]:
     if dot and operation and kind in KINDS:
         return (kind, operation, "*")
     return (BARE_MODEL_BACKEND, "generate", name)
-
-
-class ProviderTables(BaseModel):
-    """The project-file tables providers declare (`[gemini]`, `[codex]`), as one base of `project.Project`: each is
-    validated by its provider's model, and a table no provider declares stays an error."""
-
-    codex: CodexProjectTable = Field(default_factory=CodexProjectTable)
-    gemini: GeminiProjectTable = Field(default_factory=GeminiProjectTable)
 
 
 # Each phase's backend and model when the project file names none: (backend, model, synthesis model).

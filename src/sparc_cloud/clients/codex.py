@@ -647,7 +647,7 @@ class CodexClient:
                               f"give its id instead. Environments: {names}.")
         raise ConfigError(f"No Codex environment has the id or name {id_or_label!r}. Your environments: {names}. "
                           "Create one at https://chatgpt.com/codex/settings/environments or fix "
-                          "--codex-env / SPARC_CODEX_ENVIRONMENT.")
+                          "--environment / SPARC_CODEX_ENVIRONMENT.")
 
 
 POLL_KEY: Key = ("codex", "poll", "*")

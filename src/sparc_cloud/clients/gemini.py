@@ -200,7 +200,7 @@ class GeminiClient:
             assert isinstance(last, RetriesExhausted)
             hint = ("" if self.config.fallback is not None else
                     " Try again later, or let it fall back to another model (SPARC_GEMINI_FALLBACK=true, "
-                    "--gemini-fallback, or [gemini] fallback = true in the project).")
+                    "--fallback, or [gemini] fallback = true in the project).")
             return RetriesExhausted(f"{model} has no capacity on the server: {last}{hint}", attempts=last.attempts,
                                     status=last.status)
         tried = "; then ".join(f"{m}: {e}" for m, e in failures)

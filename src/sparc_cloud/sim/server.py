@@ -724,6 +724,18 @@ class Simulator:
         }, indent=2), mode=0o600)
         return {"gemini": g_path, "codex": c_path}
 
+    def serve_lines(self, paths: dict[str, Path] | None) -> list[str]:
+        """What `sparc-cloud sim serve` prints: the settings that aim each backend here, the credential files."""
+        lines = [f"SPARC_GEMINI_BASE_URL={self.gemini_base_url}", f"SPARC_GEMINI_API_BASE_URL={self.url}",
+                 f"SPARC_GEMINI_OAUTH_TOKEN_URL={self.url}/token", f"SPARC_CODEX_BASE_URL={self.codex_base_url}",
+                 f"SPARC_CODEX_REFRESH_URL={self.url}/oauth/token",
+                 f"OPENAI_BASE_URL={self.url}/v1 (any OpenAI-compatible client; OPENAI_API_KEY={chat.SIM_CHAT_KEY})",
+                 f"counters: {self.url}/_sim/counters"]
+        if paths:
+            lines += [f"SPARC_GEMINI_CREDS={paths['gemini']}", f"SPARC_CODEX_AUTH={paths['codex']}",
+                      f"SPARC_GEMINI_OAUTH_CLIENT_ID={SIM_OAUTH_CLIENT_ID} (the secret is in sparc_cloud.sim.state)"]
+        return lines
+
     def client_settings(self, home: Path) -> dict[str, Any]:
         """Settings values that aim sparc-cloud's clients at this simulator, with fresh credential files
         written under `home` (merge them over a Settings' values)."""
