@@ -15,7 +15,9 @@ from sparc_cloud.http.classify import (
     parse_header_hint,
     parse_message_hint,
 )
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import codex_envelopes
+from sparc_cloud.sim import gemini_envelopes as env
+from sparc_cloud.sim.envelopes import BAD_GATEWAY_HTML
 
 CLOUDCODE = "cloudcode-pa.googleapis.com"  # the ErrorInfo domain Code Assist reports (data, never contacted)
 
@@ -125,7 +127,7 @@ def test_streaming_array_envelope_is_understood() -> None:
 
 def test_server_errors_are_transient_and_client_errors_fatal() -> None:
     assert _classify(500, env.google_simple(500))[0] == "transient"
-    assert classify(502, parse_error_body(env.BAD_GATEWAY_HTML)).kind == "transient"
+    assert classify(502, parse_error_body(BAD_GATEWAY_HTML)).kind == "transient"
     assert _classify(504, env.google_simple(504))[0] == "transient"
     assert _classify(400, env.google_simple(400))[0] == "fatal"
     assert _classify(403, env.google_simple(403))[0] == "fatal"
@@ -145,7 +147,7 @@ def test_validation_required_carries_its_url() -> None:
 
 
 def test_codex_usage_limit_uses_retry_after_or_resets_at() -> None:
-    assert _codex(429, env.codex_usage_limit(1.0), {"retry-after-ms": "1200"}) == ("retryable", 1.2)
+    assert _codex(429, codex_envelopes.codex_usage_limit(1.0), {"retry-after-ms": "1200"}) == ("retryable", 1.2)
     kind, _ = _codex(429, {"error": {"type": "usage_limit_reached", "resets_at": 4_000_000_000}})
     assert kind == "terminal"
     assert _codex(429, {"error": {"type": "usage_not_included"}})[0] == "terminal"

@@ -31,7 +31,7 @@ from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import codex_envelopes as env
 
 BASE = "https://chatgpt.com/backend-api"
 ACCOUNT = "acct-MARKER-0001"

@@ -20,7 +20,7 @@ from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import gemini_envelopes as env
 
 BASE = "https://cloudcode-pa.googleapis.com/v1internal"
 API_BASE = "https://generativelanguage.googleapis.com"

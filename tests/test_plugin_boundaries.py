@@ -32,9 +32,6 @@ PENDING: dict[str, str] = {
     "sim/content.py": "the simulator's seeded content, owned by another change",
     "sim/state.py": "the simulator's state, whose list logic another change owns",
     "sim/config.py": "default simulated limits and fault endpoints per provider: to come from sim/<provider>.py",
-    "sim/envelopes.py": "Gemini's and Codex's error bodies: to move to sim/gemini.py and sim/codex.py",
-    "sim/remote.py": "the credential files of `sim serve --write-creds`: to come from sim/<provider>.py",
-    "sim/server.py": "Gemini's and Codex's routes: to move to sim/gemini.py and sim/codex.py",
 }
 
 

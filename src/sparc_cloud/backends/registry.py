@@ -32,6 +32,9 @@ CLI_MODULES: tuple[str, ...] = ("sparc_cloud.backends.codex_cli", "sparc_cloud.b
 # The run options a kind gives meaning to (`--environment`, `--branch`, `--fallback`) -> the setting each sets.
 OPTION_SETTINGS: dict[str, str] = {"environment": "codex_environment", "branch": "codex_branch",
                                    "fallback": "gemini_fallback"}
+# Each provider's simulator routes (`sim/<provider>.py`: NAME, ROUTES, serve_lines; with a login also its
+# credential file and the settings that aim a client at the simulator). The server dispatches through them.
+SIM_MODULES: tuple[str, ...] = ("sparc_cloud.sim.gemini", "sparc_cloud.sim.codex", "sparc_cloud.sim.chat")
 # Kinds that `[backends.NAME]` tables may name (they talk to a URL the user chooses).
 ENDPOINT_KINDS: tuple[str, ...] = ("openai",)
 
