@@ -31,8 +31,6 @@ PENDING: dict[str, str] = {
     "defaults.py": "CODEX_LIST_PAGE, read by clients/polling.py (owned by another change): moves with it",
     "sim/content.py": "the simulator's seeded content, owned by another change",
     "sim/state.py": "the simulator's state, whose list logic another change owns",
-    "sim/config.py": "SimConfig's per-provider fields (token lives, latencies, limits, fault endpoint names): to "
-                     "come from sim/<provider>.py (sim/state.py, owned by another change, reads them)",
 }
 
 

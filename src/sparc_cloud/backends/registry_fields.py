@@ -2,7 +2,8 @@
 
 `settings.Settings` derives from `ProviderSettings` and `project.Project` from `ProviderTables`, so a provider's
 `SPARC_*` settings and its `[NAME]` table are declared in its own module (`clients/<provider>_settings.py`) and
-typed everywhere. A provider with neither (the OpenAI-compatible kind) needs no line here."""
+typed everywhere; `sim.config.SimConfig` derives from `ProviderSimFields`, so each simulated provider's scenario
+fields, fault endpoints, latencies and limits live in `sim/<provider>_config.py`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from pydantic import BaseModel, Field
 from sparc_cloud.clients import codex_settings, gemini_settings
 from sparc_cloud.clients.codex_settings import CodexProjectTable, CodexSettingsFields
 from sparc_cloud.clients.gemini_settings import GeminiProjectTable, GeminiSettingsFields
+from sparc_cloud.sim import codex_config, gemini_config, openai_config
+from sparc_cloud.sim.codex_config import CodexSimFields
+from sparc_cloud.sim.gemini_config import GeminiSimFields
+from sparc_cloud.sim.openai_config import OpenAISimFields
 
 # Providers with settings of their own (`SPARC_*` variables): each a module defining its fields class, ALIASES,
 # URL_FIELDS, SECRET_FIELDS and PRICES. `ProviderSettings` composes the fields into `settings.Settings`. (The
@@ -30,3 +35,11 @@ class ProviderTables(BaseModel):
 
     codex: CodexProjectTable = Field(default_factory=CodexProjectTable)
     gemini: GeminiProjectTable = Field(default_factory=GeminiProjectTable)
+
+
+# Each simulated provider's configuration: FAULT_ENDPOINTS, RESPONSE_ENDPOINTS, LATENCY, LIMITS and its fields.
+SIM_CONFIG_MODULES: tuple[ModuleType, ...] = (gemini_config, codex_config, openai_config)
+
+
+class ProviderSimFields(GeminiSimFields, CodexSimFields, OpenAISimFields):
+    """Every simulated provider's scenario fields, as one base of `sim.config.SimConfig`."""
