@@ -110,10 +110,10 @@ def test_the_dry_run_limits_line_shows_an_endpoints_limits(tmp_path: Path) -> No
     code, output = cli("run", "--project", str(path), "--dry-run")
     assert code == 0, output
     limits = next(line for line in output.splitlines() if line.startswith("Limits:"))
-    assert "corp/generate/* 42/min" in limits and "corp/tokens/* 90/min" in limits
+    assert "corp/generate/big 42/min" in limits and "corp/tokens/* 90/min" in limits
     code, output = cli("run", "--project", str(path), "--dry-run", "--json")
     data = json.loads(output)
-    assert data["limits"]["corp/generate/*"]["per_minute"] == 42
+    assert data["limits"]["corp/generate/big"]["per_minute"] == 42 and "corp/generate/*" not in data["limits"]
 
 
 def test_a_bad_sparc_backend_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,8 +104,8 @@ def _limit_rows(limits: Mapping[Key, RateLimit], used: list[Key]) -> dict[str, d
     """Each limiter the agents use, and each other limit of their backends (a `[backends.NAME]` table's
     tokens_per_minute, a poll budget), by its key."""
     backends = {k[0] for k in used}
-    keys = [*used, *sorted(k for k in limits if k[0] in backends and k not in used
-                           and (k[0], k[1], "*") not in used and k[2] == "*")]
+    operations = {(k[0], k[1]) for k in used}
+    keys = [*used, *sorted(k for k in limits if k[0] in backends and (k[0], k[1]) not in operations)]
     rows: dict[str, dict[str, float]] = {}
     for key in keys:
         limit = limit_for(limits, key)
