@@ -41,7 +41,7 @@ PRICES: dict[str, tuple[float, float]] = {
 
 # Variables that hold some other service's credentials: their value must not become a Bearer token by a typo.
 _FOREIGN_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION", "GITHUB_", "GH_", "GITLAB_", "CI_", "ACTIONS_", "NPM_",
-                     "PYPI_", "TWINE_", "DOCKER_", "SSH_", "GPG_", "SLACK_", "STRIPE_", "DATABASE_", "PG", "MYSQL_")
+                     "PYPI_", "TWINE_", "DOCKER_", "SSH_", "GPG_", "SLACK_", "STRIPE_", "DATABASE_", "MYSQL_")
 _FOREIGN_WORDS = ("SECRET_ACCESS", "PRIVATE", "PASSWORD", "PASSWD", "SESSION_TOKEN")
 _KEY_SUFFIXES = ("_KEY", "_TOKEN", "_APIKEY")
 
