@@ -97,3 +97,31 @@ def test_kind_options_have_generic_names_and_keep_the_old_spellings_hidden() -> 
     assert code == 0, output
     code, output = cli("codex", "--help")  # the Codex kind's sub-app, added through the registry
     assert code == 0 and "envs" in output
+
+
+def test_the_simulator_is_assembled_from_each_providers_module(tmp_path: Path) -> None:
+    """Routes, credential files, client settings, `sim serve` lines and fault endpoints come from sim/<p>*.py."""
+    from sparc_cloud.backends.registry import SIM_MODULES
+    from sparc_cloud.sim import SimConfig, Simulator
+    from sparc_cloud.sim.config import ENDPOINTS, Fault
+    from sparc_cloud.sim.server import providers, routes
+    from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_SECRET
+
+    assert [m.__name__ for m in providers()] == list(SIM_MODULES)
+    assert len(routes()) == sum(len(m.ROUTES) for m in providers())
+    assert {"gemini.generate", "codex.create", "openai.chat", "oauth.token"} <= set(ENDPOINTS)
+    with pytest.raises(ValueError, match="created-502 applies to endpoint codex.create only"):
+        Fault(endpoint="gemini.generate", responses=["created-502"])
+    with pytest.raises(ValueError, match="unknown endpoint 'nowhere.call'"):
+        Fault(endpoint="nowhere.call", responses=["500"])
+    with Simulator(SimConfig()) as sim:
+        paths = sim.write_credentials(tmp_path)
+        assert set(paths) == {"gemini", "codex"} and all(p.is_file() for p in paths.values())
+        settings = sim.client_settings(tmp_path)
+        assert settings["gemini_base_url"] == sim.base_url("gemini") == sim.url + "/v1internal"
+        assert settings["codex_base_url"] == sim.base_url("codex") == sim.url + "/backend-api"
+        lines = sim.serve_lines(paths)
+        assert any(line.startswith("SPARC_GEMINI_CREDS=") for line in lines)
+        assert any(line.startswith("SPARC_CODEX_AUTH=") for line in lines)
+        assert any(line.startswith("OPENAI_BASE_URL=") for line in lines)
+        assert not any(SIM_OAUTH_CLIENT_SECRET in line for line in lines)
