@@ -25,8 +25,8 @@ from typing import Any
 import urllib3
 from common import emit, machine, temp_dir
 
-from sparc_cloud.clients.auth import GeminiOAuth
 from sparc_cloud.clients.gemini import GeminiClient, GeminiConfig
+from sparc_cloud.clients.gemini_auth import GeminiOAuth
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryPolicy

@@ -17,9 +17,10 @@ from typing import Any
 
 from common import Gcra, digest, emit, machine, temp_dir
 
+from sparc_cloud.backends.assemble import default_limits
 from sparc_cloud.bundle import Bundle
 from sparc_cloud.critical_path import Node, from_bundle, schedule
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS, Key, RateLimit
+from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import Output, build_plan, render_prompt
 from sparc_cloud.pipeline import RunOptions, run
 from sparc_cloud.project import load_project, load_templates
@@ -27,6 +28,7 @@ from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
 
 RUNBOOK_PAUSE_S = 5.0
+DEFAULTS = default_limits()
 
 
 def one_run(time_scale: float, seed: int, concurrency: int) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
@@ -66,7 +68,7 @@ def lower_bound(bundle: dict[str, Any], served: list[dict[str, Any]], time_scale
 
     def slot(node: Node, ready: float) -> float:
         key = keys[node.id]
-        return limiters.setdefault(key, Gcra(DEFAULT_LIMITS.get(key, RateLimit(60, 10)), time_scale)).slot(ready)
+        return limiters.setdefault(key, Gcra(DEFAULTS.get(key, RateLimit(60, 10)), time_scale)).slot(ready)
 
     ideal = schedule(nodes, slot)
     return ideal.length_s, [s.agent_id for s in ideal.path]

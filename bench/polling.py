@@ -26,7 +26,8 @@ from typing import Any
 
 from common import emit, local_sim_settings, machine
 
-from sparc_cloud.clients.factory import ClientContext, make_codex
+from sparc_cloud.clients.codex import make_codex
+from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.sim import SimConfig, Simulator

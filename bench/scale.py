@@ -29,12 +29,12 @@ from typing import Any
 from common import Gcra, digest, emit, machine, sim_settings, start_external_sim, temp_dir
 
 from sparc_cloud.agents import AgentExecutor
+from sparc_cloud.backends.assemble import default_limits
 from sparc_cloud.backends.gemini import GeminiBackend
-from sparc_cloud.clients.factory import ClientContext, make_gemini
-from sparc_cloud.clients.gemini import GeminiClient
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import GeminiClient, make_gemini
 from sparc_cloud.events import EventBus
 from sparc_cloud.http.clock import RealClock
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
 from sparc_cloud.phases import build_plan, render_prompt
 from sparc_cloud.project import Component, Project, Research, load_templates
 from sparc_cloud.redact import SecretRegistry
@@ -126,7 +126,7 @@ def child(n: int, time_scale: float, concurrency: int) -> dict[str, Any]:
         counters = requests.get(info["url"] + "/_sim/counters", timeout=10).json()
         served = requests.get(info["url"] + "/_sim/served", timeout=30).json()["served"]
         service = {s["prompt_sha256"]: s["service_s"] for s in served if s["kind"] == "gemini"}
-        gcra = Gcra(DEFAULT_LIMITS[("gemini", "generate", "gemini-2.5-flash")], time_scale)
+        gcra = Gcra(default_limits()[("gemini", "generate", "gemini-2.5-flash")], time_scale)
         bound = max(gcra.slot(0.0) + service[digest(render_prompt(plan, a, {})[1])] for a in agents)
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
         floor_prompts = [render_prompt(plan, a, {})[1] for a in agents[: min(n, 300)]]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sparc_cloud import defaults
 from sparc_cloud.backends.assemble import price_table, run_limits
-from sparc_cloud.backends.registry import KINDS, load_kind, split_model
+from sparc_cloud.backends.registry import KINDS, limit_key, load_kind, split_model
+from sparc_cloud.clients import gemini_settings
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.phases import build_plan
 from sparc_cloud.project import load_project, load_templates, parse_project
@@ -97,18 +97,19 @@ per_minute = 12
     assert limits[("local", "generate", "*")].per_minute == 30
     assert limits[("local", "tokens", "*")].per_minute == 20
     assert limits[("local", "generate", "llama3")].per_minute == 12  # [limits."BACKEND/MODEL"]
-    assert limits[("gemini", "generate", "gemini-2.5-pro")].per_minute == defaults.PRO_LIMIT[0]
+    assert limits[("gemini", "generate", "gemini-2.5-pro")].per_minute == gemini_settings.PRO_LIMIT[0]
     prices = price_table(p, {})  # type: ignore[arg-type]
     assert prices["local/llama3"] == (0.5, 1.5) and "gemini-2.5-pro" in prices
 
 
 def test_the_limit_key_rule_is_written_once() -> None:
-    assert defaults.limit_key("codex.poll") == ("codex", "poll", "*")
-    assert defaults.limit_key("gemini-2.5-pro") == ("gemini", "generate", "gemini-2.5-pro")
-    assert defaults.limit_key("local/llama3") == ("local", "generate", "llama3")
+    assert limit_key("codex.poll") == ("codex", "poll", "*")
+    assert limit_key("gemini-2.5-pro") == ("gemini", "generate", "gemini-2.5-pro")
+    assert limit_key("gemini-2.5.1-pro") == ("gemini", "generate", "gemini-2.5.1-pro")
+    assert limit_key("local/llama3") == ("local", "generate", "llama3")
     for path in SRC.rglob("*.py"):
-        if path.name != "defaults.py":
-            assert 'name.startswith("codex.")' not in path.read_text(encoding="utf-8"), path
+        if path.name != "registry.py":
+            assert "def limit_key(" not in path.read_text(encoding="utf-8"), path
 
 
 @pytest.mark.parametrize("module", ["agents.py", "runner.py", "report.py", "pipeline.py"])
@@ -227,3 +228,19 @@ def test_report_counts_tokens_and_cost_per_backend(tmp_path: Path) -> None:
     assert all(s["tokens"] > 0 for s in shares.values()) and shares["openai"]["cost_usd"] > 0
     code, output = cli("report", str(out))
     assert "By backend: gemini 6 agents" in output
+
+
+def test_provider_tables_are_declared_by_their_providers() -> None:
+    """`[gemini]` and `[codex]` are validated by the models their providers declare; any other table is an error."""
+    from sparc_cloud.backends.registry_fields import ProviderTables
+    from sparc_cloud.clients.codex_settings import CodexProjectTable
+    from sparc_cloud.clients.gemini_settings import GeminiProjectTable
+
+    p = project('[codex]\nenvironment = "env-1"\n[gemini]\nfallback = true\n')
+    assert isinstance(p.codex, CodexProjectTable) and p.codex.environment == "env-1"  # type: ignore[attr-defined]
+    assert isinstance(p.gemini, GeminiProjectTable) and p.gemini.fallback  # type: ignore[attr-defined]
+    assert set(ProviderTables.model_fields) == {"codex", "gemini"}
+    with pytest.raises(ConfigError, match=r"field 'codex.branches' \(line 9\) is not a known field"):
+        project('[codex]\nbranches = "x"\n')
+    with pytest.raises(ConfigError, match=r"field 'anthropic' \(line 8\) is not a known field"):
+        project('[anthropic]\nkey = "x"\n')

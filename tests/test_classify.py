@@ -6,14 +6,18 @@ import json
 
 import pytest
 
+from sparc_cloud.clients import codex_errors
+from sparc_cloud.clients.gemini_errors import classify
 from sparc_cloud.http.classify import (
-    classify,
+    classify_generic,
     parse_duration,
     parse_error_body,
     parse_header_hint,
     parse_message_hint,
 )
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import codex_envelopes
+from sparc_cloud.sim import gemini_envelopes as env
+from sparc_cloud.sim.envelopes import BAD_GATEWAY_HTML
 
 CLOUDCODE = "cloudcode-pa.googleapis.com"  # the ErrorInfo domain Code Assist reports (data, never contacted)
 
@@ -62,6 +66,11 @@ def test_header_hints_prefer_milliseconds_then_seconds_then_dates() -> None:
 
 def _classify(status: int, body: object, headers: dict[str, str] | None = None) -> tuple[str, float | None]:
     decision = classify(status, parse_error_body(json.dumps(body)), headers)
+    return decision.kind, decision.delay
+
+
+def _codex(status: int, body: object, headers: dict[str, str] | None = None) -> tuple[str, float | None]:
+    decision = codex_errors.classify(status, parse_error_body(json.dumps(body)), headers)
     return decision.kind, decision.delay
 
 
@@ -118,7 +127,7 @@ def test_streaming_array_envelope_is_understood() -> None:
 
 def test_server_errors_are_transient_and_client_errors_fatal() -> None:
     assert _classify(500, env.google_simple(500))[0] == "transient"
-    assert classify(502, parse_error_body(env.BAD_GATEWAY_HTML)).kind == "transient"
+    assert classify(502, parse_error_body(BAD_GATEWAY_HTML)).kind == "transient"
     assert _classify(504, env.google_simple(504))[0] == "transient"
     assert _classify(400, env.google_simple(400))[0] == "fatal"
     assert _classify(403, env.google_simple(403))[0] == "fatal"
@@ -138,10 +147,10 @@ def test_validation_required_carries_its_url() -> None:
 
 
 def test_codex_usage_limit_uses_retry_after_or_resets_at() -> None:
-    assert _classify(429, env.codex_usage_limit(1.0), {"retry-after-ms": "1200"}) == ("retryable", 1.2)
-    kind, _ = _classify(429, {"error": {"type": "usage_limit_reached", "resets_at": 4_000_000_000}})
+    assert _codex(429, codex_envelopes.codex_usage_limit(1.0), {"retry-after-ms": "1200"}) == ("retryable", 1.2)
+    kind, _ = _codex(429, {"error": {"type": "usage_limit_reached", "resets_at": 4_000_000_000}})
     assert kind == "terminal"
-    assert _classify(429, {"error": {"type": "usage_not_included"}})[0] == "terminal"
+    assert _codex(429, {"error": {"type": "usage_not_included"}})[0] == "terminal"
 
 
 def test_no_capacity_text_without_details_is_retryable() -> None:
@@ -155,7 +164,7 @@ def test_codex_usage_limit_as_users_captured_it_reads_the_reset_header() -> None
     body = {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", "plan_type": "plus",
                       "resets_at": 1777936568, "eligible_promo": None, "resets_in_seconds": 13872}}
     headers = {"X-Codex-Primary-Reset-After-Seconds": "13873", "X-Codex-Primary-Used-Percent": "100"}
-    decision = classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1777922696.0)
+    decision = codex_errors.classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1777922696.0)
     assert decision.kind == "terminal" and decision.delay == 13873.0
     assert "resets in 3 h 51 min" in decision.message
 
@@ -168,16 +177,29 @@ def test_codex_usage_limit_as_users_captured_it_reads_the_reset_header() -> None
 def test_codex_usage_limit_reads_each_of_its_three_hints(error: dict[str, int], headers: dict[str, str],
                                                          delay: float) -> None:
     body = {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached", **error}}
-    decision = classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1_700_000_000.0)
+    decision = codex_errors.classify(429, parse_error_body(json.dumps(body)), headers, now_wall=1_700_000_000.0)
     assert (decision.kind, decision.delay) == ("retryable", delay)
 
 
 def test_a_cloudflare_challenge_is_recognised_not_parsed() -> None:
     """openai/codex issues 16052, 18456, 21735: 403, `cf-mitigated: challenge`, an HTML page."""
     html = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>...</body></html>"
-    decision = classify(403, parse_error_body(html), {"cf-mitigated": "challenge", "Content-Type": "text/html"})
-    assert decision.kind == "challenge" and "<html" not in decision.message.lower()
+    for rules in (classify, codex_errors.classify, classify_generic):
+        decision = rules(403, parse_error_body(html), {"cf-mitigated": "challenge", "Content-Type": "text/html"})
+        assert decision.kind == "challenge" and "<html" not in decision.message.lower()
 
 
 def test_unparsable_retry_after_dates_are_ignored() -> None:
     assert parse_header_hint({"Retry-After": "soon-ish"}) is None
+
+
+def test_the_shared_rules_know_no_provider_but_read_every_hint() -> None:
+    """`http/` alone: a provider's reset header means nothing to it; retry-after and message hints do."""
+    body = parse_error_body(json.dumps({"error": {"type": "usage_limit_reached", "message": "slow down"}}))
+    decision = classify_generic(429, body, {"x-codex-primary-reset-after-seconds": "7"})
+    assert (decision.kind, decision.delay) == ("retryable", None)
+    assert classify_generic(429, body, {"Retry-After": "3"}).delay == 3.0
+    assert classify_generic(503, parse_error_body("Please retry in 2s")).delay == 2.0
+    assert classify_generic(500, body).kind == "transient"
+    assert classify_generic(400, body).kind == "fatal"
+    assert parse_header_hint({"X-Reset": "9"}, extra=("x-reset",)) == 9.0

@@ -14,8 +14,8 @@ import pytest
 import requests
 import responses
 
-from sparc_cloud.clients.auth import CodexAuth
 from sparc_cloud.clients.codex import CodexClient, TaskStatus, map_status, parse_details
+from sparc_cloud.clients.codex_auth import CodexAuth
 from sparc_cloud.clients.polling import PollPolicy
 from sparc_cloud.errors import (
     ApiError,
@@ -31,7 +31,7 @@ from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import codex_envelopes as env
 
 BASE = "https://chatgpt.com/backend-api"
 ACCOUNT = "acct-MARKER-0001"
@@ -357,7 +357,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def test_branch_is_the_flag_then_the_project_then_the_checkout_then_main(checkout: Path, tmp_path: Path) -> None:
     """cloud-tasks lib.rs `resolve_git_ref_with_git_info`: override, current branch, default branch, "main"."""
-    from sparc_cloud.clients.gitref import resolve_branch
+    from sparc_cloud.clients.codex_gitref import resolve_branch
 
     git(checkout, "checkout", "-q", "-b", "feature/login")
     assert resolve_branch("release", "develop", checkout).branch == "release"

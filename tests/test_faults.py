@@ -168,7 +168,7 @@ def test_a_torn_last_journal_line_is_ignored_with_a_warning(tmp_path: Path) -> N
 
 
 def test_huge_and_emoji_outputs_round_trip_into_bundle_and_markdown(tmp_path: Path) -> None:
-    from sparc_cloud.sim.server import huge_text
+    from sparc_cloud.sim.routing import huge_text
 
     huge = huge_text()
 

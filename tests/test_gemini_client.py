@@ -12,14 +12,15 @@ import pytest
 import requests
 import responses
 
-from sparc_cloud.clients.auth import GeminiOAuth
+from sparc_cloud.backends.gemini import KIND as GEMINI
 from sparc_cloud.clients.gemini import GeminiClient, GeminiConfig
+from sparc_cloud.clients.gemini_auth import GeminiOAuth
 from sparc_cloud.errors import AuthError, ConfigError, ModelNotFound, RetriesExhausted, TerminalQuota
 from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
-from sparc_cloud.sim import envelopes as env
+from sparc_cloud.sim import gemini_envelopes as env
 
 BASE = "https://cloudcode-pa.googleapis.com/v1internal"
 API_BASE = "https://generativelanguage.googleapis.com"
@@ -69,8 +70,8 @@ def make_client(home: Path, *, clock: FakeClock | None = None, project: str | No
                         session=session, client_id="client-id", client_secret=client_secret, token_url=TOKEN_URL,
                         refresh_command=None)
     return GeminiClient(GeminiConfig(project=project, fallback=fallback), session=session,
-                        limiters=RateLimiters(clock), policy=RetryPolicy(max_attempts=4), clock=clock,
-                        secrets=secrets, oauth=oauth)
+                        limiters=RateLimiters(clock, GEMINI.limits("gemini", None)), policy=RetryPolicy(max_attempts=4),
+                        clock=clock, secrets=secrets, oauth=oauth)
 
 
 @responses.activate

@@ -74,9 +74,9 @@ def point_at(sim: Simulator, home: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     paths = sim.write_credentials(home)
     client_id, secret = sim.oauth_client()
     for key, value in {
-        "SPARC_GEMINI_BASE_URL": sim.gemini_base_url, "SPARC_GEMINI_API_BASE_URL": sim.url,
+        "SPARC_GEMINI_BASE_URL": sim.base_url("gemini"), "SPARC_GEMINI_API_BASE_URL": sim.url,
         "SPARC_GEMINI_OAUTH_TOKEN_URL": sim.url + "/token", "SPARC_GEMINI_OAUTH_CLIENT_ID": client_id,
-        "SPARC_GEMINI_OAUTH_CLIENT_SECRET": secret, "SPARC_CODEX_BASE_URL": sim.codex_base_url,
+        "SPARC_GEMINI_OAUTH_CLIENT_SECRET": secret, "SPARC_CODEX_BASE_URL": sim.base_url("codex"),
         "SPARC_GEMINI_CREDS": str(paths["gemini"]), "SPARC_CODEX_AUTH": str(paths["codex"]),
     }.items():
         monkeypatch.setenv(key, value)

@@ -12,7 +12,8 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from sparc_cloud.clients.factory import ClientContext, make_codex
+from sparc_cloud.clients.codex import make_codex
+from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.errors import RetriesExhausted, TransientError, Unreachable
 from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry

@@ -329,7 +329,7 @@ def test_every_continue_line_is_runnable_as_printed(tmp_path: Path) -> None:
     code, output = sim_run(out2, "--pause-after", "2", "--codex-env", "memory-extension")
     assert code == 0, output
     args = printed_command(output)
-    assert args[args.index("--phases") + 1] == "3-5" and "--codex-env" in args and "--resume" not in args
+    assert args[args.index("--phases") + 1] == "3-5" and "--environment" in args and "--resume" not in args
     code, output = cli(*args)
     assert code == 0, output
     assert all(p["status"] == "completed" for p in bundle(out2)["phases"])

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from sparc_cloud import defaults, pipeline
-from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.backends.assemble import default_limits
+from sparc_cloud.clients import codex_settings
+from sparc_cloud.clients.codex import make_codex
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import make_gemini
 from sparc_cloud.http.clock import FakeClock
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
 from sparc_cloud.http.retry import RetryPolicy
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.settings import ALIASES, Settings, env_names
@@ -263,8 +266,8 @@ def test_every_default_comes_from_defaults_py() -> None:
     policy = RetryPolicy()
     assert (policy.max_attempts, policy.initial_s, policy.max_backoff_s) == (
         defaults.RETRY_MAX_ATTEMPTS, defaults.RETRY_INITIAL_S, defaults.RETRY_MAX_BACKOFF_S)
-    poll = DEFAULT_LIMITS[("codex", "poll", "*")]
-    assert (poll.per_minute, poll.burst) == (defaults.CODEX_POLLS_PER_MINUTE, defaults.CODEX_POLL_BURST)
+    poll = default_limits()[("codex", "poll", "*")]
+    assert (poll.per_minute, poll.burst) == (codex_settings.POLLS_PER_MINUTE, codex_settings.POLL_BURST)
     from sparc_cloud.sim import SimConfig
 
     sim_poll = SimConfig().limits["codex.poll"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sparc_cloud.clients.codex import TaskStatus
-from sparc_cloud.clients.factory import ClientContext, make_codex, make_gemini
+from sparc_cloud.clients.codex import TaskStatus, make_codex
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini import make_gemini
 from sparc_cloud.errors import ConfigError, ModelNotFound, RetriesExhausted, TaskFailed, TaskTimeout, TerminalQuota
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import RateLimiters
@@ -39,7 +40,7 @@ def test_content_is_deterministic_for_seed_and_prompt() -> None:
 def test_missing_or_unknown_bearer_token_gets_the_401_envelope(sim: Simulator) -> None:
     body = {"model": "gemini-2.5-flash", "project": "p", "request": {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}}
     for headers in ({}, {"Authorization": "Bearer nope"}):
-        resp = requests.post(sim.gemini_base_url + ":generateContent", json=body, headers=headers, timeout=5)
+        resp = requests.post(sim.base_url("gemini") + ":generateContent", json=body, headers=headers, timeout=5)
         assert resp.status_code == 401
         assert resp.json()["error"]["status"] == "UNAUTHENTICATED"
 
@@ -52,7 +53,7 @@ def test_unknown_model_gets_404_and_the_client_does_not_retry(ctx: ClientContext
 
 def test_malformed_request_body_gets_400(sim: Simulator, isolated_env: Path) -> None:
     token = json.loads(sim.write_credentials(isolated_env)["gemini"].read_text())["access_token"]
-    resp = requests.post(sim.gemini_base_url + ":generateContent", data=b"{not json",
+    resp = requests.post(sim.base_url("gemini") + ":generateContent", data=b"{not json",
                          headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert resp.status_code == 400 and resp.json()["error"]["status"] == "INVALID_ARGUMENT"
 
@@ -70,7 +71,7 @@ def test_rate_limits_are_enforced_with_real_429_envelopes(real_time_sim: Simulat
     token = json.loads(sim.write_credentials(isolated_env)["gemini"].read_text())["access_token"]
     body = {"model": "gemini-2.5-pro", "project": sim.config.project_id,
             "request": {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}}
-    answers = [requests.post(sim.gemini_base_url + ":generateContent", json=body,
+    answers = [requests.post(sim.base_url("gemini") + ":generateContent", json=body,
                              headers={"Authorization": f"Bearer {token}"}, timeout=5) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]  # pro: 3 per minute
     details = answers[3].json()["error"]["details"]
@@ -174,7 +175,7 @@ def test_codex_scripted_task_failure_and_stuck_task(isolated_env: Path) -> None:
 def test_codex_create_without_new_task_is_400(ctx: ClientContext, sim: Simulator) -> None:
     client = make_codex(ctx)
     token = client.auth.token()
-    resp = requests.post(sim.codex_base_url + "/wham/tasks", json={"input_items": []}, timeout=5,
+    resp = requests.post(sim.base_url("codex") + "/wham/tasks", json={"input_items": []}, timeout=5,
                          headers={"Authorization": f"Bearer {token}", "ChatGPT-Account-Id": client.auth.account_id() or ""})
     assert resp.status_code == 400 and "new_task" in resp.json()["detail"]
 
@@ -187,10 +188,10 @@ def test_codex_poll_budget_is_policed_by_the_simulator(real_time_sim: Simulator,
     task_id = client.create_task("Project: d\nComponent: A", environment_id=env_id)
     token = client.auth.token()
     headers = {"Authorization": f"Bearer {token}", "ChatGPT-Account-Id": client.auth.account_id() or ""}
-    codes = [requests.get(f"{sim.codex_base_url}/wham/tasks/{task_id}", headers=headers, timeout=5).status_code
+    codes = [requests.get(f"{sim.base_url('codex')}/wham/tasks/{task_id}", headers=headers, timeout=5).status_code
              for _ in range(8)]
     assert codes == [200] * 5 + [429] * 3  # burst of 5, then 30 per minute
-    limited = requests.get(f"{sim.codex_base_url}/wham/tasks/{task_id}", headers=headers, timeout=5)
+    limited = requests.get(f"{sim.base_url('codex')}/wham/tasks/{task_id}", headers=headers, timeout=5)
     # The shape users captured (codex.md section 8, badlogic/pi-mono issue 4172): no Retry-After.
     error = limited.json()["error"]
     assert error["type"] == "usage_limit_reached" and error["message"] == "The usage limit has been reached"
@@ -320,9 +321,9 @@ def test_list_and_details_share_the_poll_budget(real_time_sim: Simulator, isolat
                                       secrets=SecretRegistry()))
     task_id = client.create_task("Project: d\nComponent: A", environment_id="env_sim_memory_extension", branch="m")
     headers = _codex_headers(client)
-    codes = [requests.get(f"{sim.codex_base_url}/wham/tasks/list", headers=headers, timeout=5).status_code
+    codes = [requests.get(f"{sim.base_url('codex')}/wham/tasks/list", headers=headers, timeout=5).status_code
              for _ in range(3)]
-    codes += [requests.get(f"{sim.codex_base_url}/wham/tasks/{task_id}", headers=headers, timeout=5).status_code
+    codes += [requests.get(f"{sim.base_url('codex')}/wham/tasks/{task_id}", headers=headers, timeout=5).status_code
               for _ in range(3)]
     assert codes == [200] * 5 + [429]  # burst of 5 for both together
     assert sim.counters()["rate_limited"] == {"codex:poll": 1}
@@ -332,7 +333,7 @@ def test_usage_limit_seconds_carry_decimals_under_a_compressed_time_scale(ctx: C
     sim.set_scenario([Fault(endpoint="codex.poll", at_call=1, responses=["429:2s"])])
     client = make_codex(ctx)
     task_id = client.create_task("Project: d\nComponent: A", environment_id="env_sim_memory_extension", branch="m")
-    resp = requests.get(f"{sim.codex_base_url}/wham/tasks/{task_id}", headers=_codex_headers(client), timeout=5)
+    resp = requests.get(f"{sim.base_url('codex')}/wham/tasks/{task_id}", headers=_codex_headers(client), timeout=5)
     assert resp.status_code == 429 and "Retry-After" not in resp.headers
     assert float(resp.headers["X-Codex-Primary-Reset-After-Seconds"]) == pytest.approx(2 * FAST)
     assert resp.json()["error"]["resets_in_seconds"] == pytest.approx(2 * FAST)
@@ -370,7 +371,7 @@ def test_an_account_without_a_tier_is_onboarded_through_the_simulator(isolated_e
 
 def test_the_simulator_refuses_a_free_tier_onboarding_with_a_project(sim: Simulator, isolated_env: Path) -> None:
     token = json.loads(sim.write_credentials(isolated_env)["gemini"].read_text())["access_token"]
-    resp = requests.post(sim.gemini_base_url + ":onboardUser", headers={"Authorization": f"Bearer {token}"}, timeout=5,
+    resp = requests.post(sim.base_url("gemini") + ":onboardUser", headers={"Authorization": f"Bearer {token}"}, timeout=5,
                          json={"tierId": "free-tier", "cloudaicompanionProject": "p", "metadata": {}})
     assert resp.status_code == 400 and resp.json()["error"]["message"] == "Precondition Failed"
 
@@ -381,7 +382,7 @@ def test_billing_another_project_gets_service_disabled_and_the_client_never_does
     token = json.loads(sim.write_credentials(isolated_env)["gemini"].read_text())["access_token"]
     body = {"model": "gemini-2.5-flash", "project": "123456789",
             "request": {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}}
-    resp = requests.post(sim.gemini_base_url + ":generateContent", json=body,
+    resp = requests.post(sim.base_url("gemini") + ":generateContent", json=body,
                          headers={"Authorization": f"Bearer {token}"}, timeout=5)
     error = resp.json()["error"]
     assert resp.status_code == 403 and error["status"] == "PERMISSION_DENIED"

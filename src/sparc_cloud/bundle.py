@@ -67,7 +67,7 @@ class AgentRecord(BaseModel):
     edited: bool = False
     edited_hash: str | None = None
     task_id: str | None = None
-    task_status: str | None = None  # the Codex task's last known status (a failed agent's task may still run)
+    task_status: str | None = None  # a cloud task's last known status (a failed agent's task may still run)
     environment_id: str | None = None
     branch: str | None = None
     diff: str | None = None

@@ -6,13 +6,24 @@ from importlib import resources
 
 
 def builtin_projects() -> dict[str, str]:
-    """Built-in project names -> their first comment line."""
+    """Built-in project names -> the first sentence of their opening comment, whole (it may span lines)."""
     out: dict[str, str] = {}
     for entry in resources.files("sparc_cloud.projects").iterdir():
         if entry.name.endswith(".toml"):
-            first = entry.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
-            out[entry.name.removesuffix(".toml")] = first
+            out[entry.name.removesuffix(".toml")] = summary(entry.read_text(encoding="utf-8"))
     return dict(sorted(out.items()))
+
+
+def summary(text: str) -> str:
+    """The first sentence of a TOML file's opening comment block (the comment itself when it has no full stop)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    comment = " ".join(part for part in lines if part)
+    end = comment.find(". ")
+    return comment[: end + 1] if end >= 0 else comment
 
 
 def builtin_text(name: str) -> str:

@@ -19,43 +19,83 @@ from typing import IO, Annotated, Any, NoReturn, cast
 import typer
 
 from sparc_cloud import __version__
+from sparc_cloud.terminal import plural
 
 app = typer.Typer(
     name="sparc-cloud",
     help="Run the five SPARC phases (specification, pseudocode, architecture, refinement, completion) as a "
-         "pipeline of Gemini and Codex Cloud agents.",
+         "pipeline of cloud LLM agents, any backend for any phase.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # Each line of the examples fits 80 columns; the closing paragraph is wrapped to the terminal by click.
     epilog="\b\nExamples:\n"
-           "  sparc-cloud run --project memory-extension --backend sim   # the whole job, no account needed\n"
-           "  sparc-cloud run --project memory-extension --dry-run       # the plan, cost and time; nothing spent\n"
-           "  sparc-cloud run --project memory-extension --dashboard     # with a live web dashboard\n"
-           "  sparc-cloud report                                         # the newest run: cost, times, critical path\n"
-           "  sparc-cloud doctor                                         # check credentials, with the fix for each\n"
-           "\b\nOutput: results on stdout, progress and messages on stderr; --json where offered. "
+           "  # the whole job, no account needed\n"
+           "  sparc-cloud run --project memory-extension --backend sim\n"
+           "  # the plan, cost and time; nothing spent\n"
+           "  sparc-cloud run --project memory-extension --dry-run\n"
+           "  # with a live web dashboard\n"
+           "  sparc-cloud run --project memory-extension --dashboard\n"
+           "  # the newest run: cost, times, critical path\n"
+           "  sparc-cloud report\n"
+           "  # check credentials, with the fix for each\n"
+           "  sparc-cloud doctor\n"
+           "\n"
+           "Output: results on stdout, progress and messages on stderr; --json where offered. "
            "Settings: flags, then SPARC_* environment variables or .env, then the project file.",
 )
-sim_app = typer.Typer(help="The loopback simulator of both clouds.", no_args_is_help=True)
+sim_app = typer.Typer(help="The loopback simulator of every backend.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
-codex_app = typer.Typer(help="Codex Cloud helpers.", no_args_is_help=True)
-app.add_typer(codex_app, name="codex")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def _cli_extensions() -> tuple[dict[str, str], dict[str, str]]:
+    """Add each kind's sub-app (`sparc-cloud NAME ...`) and gather the help and the old spellings (still accepted,
+    hidden) of the run options kinds give meaning to (environment, branch, fallback). The modules import only
+    typer: `--help` stays fast."""
+    import importlib
+
+    from sparc_cloud.backends.registry import CLI_MODULES
+
+    helps: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    for name in CLI_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "APP"):
+            app.add_typer(module.APP, name=module.NAME)
+        helps.update(getattr(module, "OPTION_HELP", {}))
+        aliases.update(getattr(module, "OPTION_ALIASES", {}))
+    return helps, aliases
+
+
+_HELP, _ALIASES = _cli_extensions()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on stderr (control characters escaped) and exit with `code`."""
     from sparc_cloud.terminal import echo
 
     echo(f"error: {message}", err=True)  # control characters from files and servers escaped
     raise typer.Exit(code)
 
 
+_fail = fail
+
+
+def _option_settings() -> dict[str, str]:
+    """The settings behind the run options kinds give meaning to (`registry.OPTION_SETTINGS`)."""
+    from sparc_cloud.backends.registry import OPTION_SETTINGS
+
+    return OPTION_SETTINGS
+
+
 # Settings fields as the user types them on the command line, for error messages.
-_FLAGS = {"agent_timeout_s": "--agent-timeout", "run_deadline_s": "--deadline", "codex_environment": "--codex-env",
-          "sim_time_scale": "--sim-time-scale"}
+_FLAGS = {"agent_timeout_s": "--agent-timeout", "run_deadline_s": "--deadline", "sim_time_scale": "--sim-time-scale",
+          **{setting: f"--{option}" for option, setting in _option_settings().items()}}
 
 
-def _settings(*, flags: dict[str, str] | None = None, **overrides: Any) -> Any:
+def load_cli_settings(*, flags: dict[str, str] | None = None, **overrides: Any) -> Any:
+    """Settings from the environment with the command line's `overrides`; a bad value exits 2 naming it."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
@@ -76,6 +116,9 @@ def _settings(*, flags: dict[str, str] | None = None, **overrides: Any) -> Any:
         field = str(first["loc"][0])
         flag = {**_FLAGS, **(flags or {})}.get(field, "--" + field.replace("_", "-"))
         _fail(f"{flag} is invalid: {first['msg']} (got {first.get('input')!r}).")
+
+
+_settings = load_cli_settings
 
 
 def _version(value: bool) -> None:
@@ -145,11 +188,10 @@ def run(
                                                      "SPARC_OUTPUT_DIR replaces ./sparc-runs).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Agents in flight at once (default 16; env: "
                                                          "SPARC_CONCURRENCY).")] = None,
-    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name for phase 4 (env: "
-                                                       "SPARC_CODEX_ENVIRONMENT).")] = None,
-    branch: Annotated[str | None, typer.Option(help="Git branch the Codex tasks start from (default: the project's "
-                                                    "[codex] branch, else this checkout's branch, else main; env: "
-                                                    "SPARC_CODEX_BRANCH).")]
+    environment: Annotated[str | None, typer.Option(help=_HELP.get("environment", "The cloud environment task "
+                                                                                "backends run in."))] = None,
+    old_environment: Annotated[str | None, typer.Option(_ALIASES.get("environment", "--old-environment"), hidden=True)] = None,
+    branch: Annotated[str | None, typer.Option(help=_HELP.get("branch", "Git branch cloud tasks start from."))]
     = None,
     sim_time_scale: Annotated[float | None, typer.Option(help="Simulator time scale (default 0.02: a 20 s call "
                                                               "takes 0.4 s; env: SPARC_SIM_TIME_SCALE).")] = None,
@@ -157,16 +199,15 @@ def run(
     = None,
     base: Annotated[Path | None, typer.Option(help="The tree a chat model's refinement diffs must apply to "
                                                    "(`git apply --check`; default: an empty tree).")] = None,
-    agent_timeout: Annotated[float | None, typer.Option(help="Seconds one agent may take (Codex tasks; default "
+    agent_timeout: Annotated[float | None, typer.Option(help="Seconds one agent may take (cloud tasks; default "
                                                              "3600; env: SPARC_AGENT_TIMEOUT_S).")] = None,
     deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take (default: no limit; env: "
                                                         "SPARC_RUN_DEADLINE_S).")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed agent instead of "
                                                                 "finishing what can finish.")] = False,
-    gemini_fallback: Annotated[bool | None, typer.Option(help="Fall back from gemini-2.5-pro to gemini-2.5-flash "
-                                                              "when pro's quota is exhausted (recorded per agent; "
-                                                              "default: the project's setting; env: "
-                                                              "SPARC_GEMINI_FALLBACK).", show_default=False)]
+    fallback: Annotated[bool | None, typer.Option("--fallback/--no-fallback", show_default=False, help=_HELP.get(
+        "fallback", "Fall back to a cheaper model when a model's quota is exhausted."))] = None,
+    old_fallback: Annotated[bool | None, typer.Option(_ALIASES.get("fallback", "--old-fallback/--no-old-fallback"), hidden=True)]
     = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain timestamped lines (on stderr) instead "
                                                                     "of a live display.")] = False,
@@ -212,12 +253,16 @@ def run(
     try:
         selection = parse_phase_selection(phases) if phases is not None else None  # --phases "" is refused
         if backend not in ("live", "sim"):
-            _fail(f"--backend {backend!r}: use live or sim.")
+            _fail(_bad_backend(ctx, backend))
         check_flag_numbers(deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
                            sim_time_scale=sim_time_scale)
-        settings = _settings(concurrency=concurrency, codex_environment=codex_env, codex_branch=branch,
-                             sim_time_scale=sim_time_scale,
-                             agent_timeout_s=agent_timeout, run_deadline_s=deadline, gemini_fallback=gemini_fallback)
+        environment = environment if environment is not None else old_environment
+        fallback = fallback if fallback is not None else old_fallback
+        kind_options: dict[str, Any] = {"environment": environment, "branch": branch, "fallback": fallback}
+        kind_settings: dict[str, Any] = {_option_settings()[k]: v for k, v in kind_options.items()
+                                         if k in _option_settings()}
+        settings = _settings(concurrency=concurrency, sim_time_scale=sim_time_scale, agent_timeout_s=agent_timeout,
+                             run_deadline_s=deadline, **kind_settings)
         check_run_numbers(settings, deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
                           sim_time_scale=sim_time_scale)
         sim_config = None
@@ -239,7 +284,7 @@ def run(
         quiet = _verbosity(ctx).quiet
         live = not no_progress and not quiet and sys.stderr.isatty() and not os.environ.get("CI")
         shaping: list[tuple[str, object]] = [
-            ("--backend", backend), ("--output", output), ("--concurrency", concurrency), ("--codex-env", codex_env),
+            ("--backend", backend), ("--output", output), ("--concurrency", concurrency), ("--environment", environment),
             ("--sim-time-scale", sim_time_scale), ("--scenario", scenario), ("--base", base),
             ("--agent-timeout", agent_timeout),
             ("--deadline", deadline), ("--budget-usd", budget_usd),
@@ -248,8 +293,8 @@ def run(
         invocation = [part for flag, value in shaping if value is not None for part in (flag, str(value))]
         if fail_fast:
             invocation.append("--fail-fast")
-        if gemini_fallback is not None:
-            invocation.append("--gemini-fallback" if gemini_fallback else "--no-gemini-fallback")
+        if fallback is not None:
+            invocation.append("--fallback" if fallback else "--no-fallback")
         if no_progress:
             invocation.append("--no-progress")
         options = RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
@@ -280,19 +325,34 @@ def run(
     raise typer.Exit(outcome.exit_code)
 
 
+def _bad_backend(ctx: typer.Context, backend: str) -> str:
+    """The error for a backend that is neither live nor sim, naming where it came from."""
+    source = ctx.get_parameter_source("backend")
+    if source is not None and source.name == "ENVIRONMENT":  # typer may carry its own copy of click's enum
+        return (f"SPARC_BACKEND={backend!r} (from the environment): use live or sim. Unset it, or set it to live or "
+                "sim (--backend overrides it).")
+    return f"--backend {backend!r}: use live or sim."
+
+
 def _credentials_state(settings: Any, project: str) -> str:
-    """Where each cloud's credentials stand, and the two ways on: the simulator and `doctor`."""
-    if settings.gemini_api_key is not None:
-        gemini = "Gemini: an API key is set (GEMINI_API_KEY)"
-    elif settings.gemini_creds_path().is_file():
-        gemini = f"Gemini: logged in ({settings.gemini_creds_path()})"
-    else:
-        gemini = "Gemini: not logged in"
-    if settings.codex_auth_path().is_file():
-        codex = f"Codex: logged in ({settings.codex_auth_path()})"
-    else:
-        codex = f"Codex: not logged in (no {settings.codex_auth_path()}; run `codex login`)"
-    return (f"{gemini}; {codex}. To try the whole job without an account: `sparc-cloud run --project {project} "
+    """Where each backend's login stands (the project's, else the default project's), and the two ways on: the
+    simulator and `doctor`."""
+    from sparc_cloud.backends.registry import DEFAULT_BACKENDS, kind_name, load_kind
+    from sparc_cloud.errors import SparcError
+    from sparc_cloud.project import load_project
+
+    try:
+        loaded = load_project(project)[0]
+        kinds = [kind_name(n, loaded.endpoint_kinds()) for n in loaded.backends_used()]
+    except SparcError:
+        kinds = list(DEFAULT_BACKENDS)
+    states = []
+    for kind in dict.fromkeys(k for k in kinds if k is not None):
+        login_state = load_kind(kind).login_state
+        if login_state is not None:
+            states.append(login_state(settings))
+    where = "; ".join(states) + ". " if states else ""
+    return (f"{where}To try the whole job without an account: `sparc-cloud run --project {project} "
             "--backend sim` (or set SPARC_BACKEND=sim); `sparc-cloud doctor` checks each credential and prints "
             "the fix.")
 
@@ -303,7 +363,7 @@ def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | N
     import json
 
     from sparc_cloud.backends.assemble import price_table, run_limits
-    from sparc_cloud.dryrun import estimate, format_plan, merged_limits
+    from sparc_cloud.dryrun import estimate, format_plan
     from sparc_cloud.phases import PHASES, build_plan
     from sparc_cloud.project import load_project, load_templates
 
@@ -311,7 +371,7 @@ def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | N
     plan = build_plan(loaded, load_templates(loaded))
     selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
     names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
-    data = estimate(plan, selected, merged_limits(run_limits(loaded, names)), price_table(loaded, settings.prices),
+    data = estimate(plan, selected, run_limits(loaded, names), price_table(loaded, settings.prices),
                     concurrency=settings.concurrency,
                     time_scale=settings.sim_time_scale if backend == "sim" else 1.0)
     if json_out:
@@ -380,8 +440,12 @@ def projects(
     if json_out:
         typer.echo(json.dumps([{"name": n, "summary": s} for n, s in builtin_projects().items()], indent=2))
         return
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size((100, 24)).columns)
     for name, summary in builtin_projects().items():
-        typer.echo(f"{name:<24} {summary}")
+        typer.echo(textwrap.fill(summary, width=width, initial_indent=f"{name:<24} ", subsequent_indent=" " * 25))
 
 
 @app.command()
@@ -477,18 +541,20 @@ def dashboard_cmd(
 
 @app.command()
 def doctor(
-    codex_env: Annotated[str | None, typer.Option(help="Codex environment id or name to check (env: "
-                                                       "SPARC_CODEX_ENVIRONMENT).")] = None,
+    environment: Annotated[str | None, typer.Option(help=_HELP.get("doctor_environment", "The cloud environment "
+                                                                                       "to check."))] = None,
+    old_environment: Annotated[str | None, typer.Option(_ALIASES.get("environment", "--old-environment"), hidden=True)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (same exit code).")] = False,
     project: Annotated[str | None, typer.Option(help="Check the backends this project uses (a built-in name or a "
                                                      ".toml path); default: the default project's.")] = None,
 ) -> None:
-    """Check credentials (present, readable, mode, expiry), the Gemini project and the Codex environment (or
-    each backend a --project uses), and print the exact fix for each problem. Exit 1 when something must be fixed.
+    """Check each backend's credentials (present, readable, mode, expiry) and what it needs (a cloud project, an
+    environment, a server that answers), for the default project or a --project, and print the exact fix for each
+    problem. Exit 1 when something must be fixed.
 
     Example:
 
-      sparc-cloud doctor --codex-env memory-extension
+      sparc-cloud doctor --environment memory-extension
       sparc-cloud doctor --project examples/mixed.toml
     """
     from sparc_cloud.doctor import run_doctor
@@ -502,7 +568,7 @@ def doctor(
             loaded = load_project(project)[0]
         except SparcError as exc:
             _fail(str(exc), exc.exit_code)
-    checks = run_doctor(_settings(), codex_env, loaded)
+    checks = run_doctor(_settings(), environment if environment is not None else old_environment, loaded)
     if json_out:
         import json
 
@@ -516,44 +582,9 @@ def doctor(
         if check.fix and check.level != "ok":
             echo(f"       fix: {check.fix}")
     failed = sum(c.level == "fail" for c in checks)
-    typer.echo(f"{len(checks)} checks, {failed} to fix." if failed else f"{len(checks)} checks, all usable.")
+    total = plural(len(checks), "check")
+    typer.echo(f"{total}, {failed} to fix." if failed else f"{total}, all usable.")
     raise typer.Exit(1 if failed else 0)
-
-
-@codex_app.command("envs")
-def codex_envs(
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
-    """List your Codex Cloud environments (id, name, pinned, task count); --codex-env takes a name or an id.
-
-    Example:
-
-      sparc-cloud codex envs
-    """
-    import threading
-
-    from sparc_cloud.clients.factory import ClientContext, make_codex
-    from sparc_cloud.errors import SparcError
-    from sparc_cloud.http.clock import RealClock
-    from sparc_cloud.redact import SecretRegistry
-    from sparc_cloud.terminal import echo
-
-    settings = _settings()
-    try:
-        ctx = ClientContext(settings=settings, clock=RealClock(threading.Event()), secrets=SecretRegistry())
-        envs = make_codex(ctx).environments()
-    except SparcError as exc:
-        _fail(str(exc), exc.exit_code)
-    if json_out:
-        import json
-
-        typer.echo(json.dumps([{"id": e.id, "label": e.label, "is_pinned": e.is_pinned, "task_count": e.task_count}
-                               for e in envs], indent=2))
-        return
-    if not envs:
-        typer.echo("No Codex environments. Create one at https://chatgpt.com/codex/settings/environments.")
-    for env in envs:  # ids and labels come from the server: control characters escaped
-        echo(f"{env.id:<36} {env.label or '-':<28} {'pinned' if env.is_pinned else '':<6} {env.task_count} tasks")
 
 
 @app.command("export")
@@ -563,7 +594,7 @@ def export_cmd(
     partial: Annotated[bool, typer.Option(help="Export a run whose phase 4 has failed or skipped agents (what "
                                                "is missing is named).")] = False,
 ) -> None:
-    """Apply the run's Codex diffs into a directory or git checkout and write the phase documents under
+    """Apply the run's diffs into a directory or git checkout and write the phase documents under
     docs/sparc/: all of it, or (when a diff does not apply or a write fails) nothing at all.
 
     Example:
@@ -612,7 +643,7 @@ def sim_serve(
     time_scale: Annotated[float | None, typer.Option(help="Time scale (default SPARC_SIM_TIME_SCALE or 0.02).")]
     = None,
     write_creds: Annotated[Path | None, typer.Option(help="Write credential files the simulator accepts under "
-                                                          "this folder (.gemini/ and .codex/).")] = None,
+                                                          "this folder (one file per backend's login).")] = None,
 ) -> None:
     """Serve the simulator until Ctrl-C, for your own tools and CI.
 
@@ -622,7 +653,6 @@ def sim_serve(
     """
     from sparc_cloud.errors import SparcError
     from sparc_cloud.sim import SimConfig, Simulator, load_scenario
-    from sparc_cloud.sim.chat import SIM_CHAT_KEY
 
     settings = _settings(flags={"sim_time_scale": "--time-scale"}, sim_time_scale=time_scale)
     try:
@@ -634,18 +664,8 @@ def sim_serve(
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
     typer.echo(f"simulator listening on {sim.url} (time scale {config.time_scale})")
-    typer.echo(f"  SPARC_GEMINI_BASE_URL={sim.gemini_base_url}")
-    typer.echo(f"  SPARC_GEMINI_API_BASE_URL={sim.url}")
-    typer.echo(f"  SPARC_GEMINI_OAUTH_TOKEN_URL={sim.url}/token")
-    typer.echo(f"  SPARC_CODEX_BASE_URL={sim.codex_base_url}")
-    typer.echo(f"  SPARC_CODEX_REFRESH_URL={sim.url}/oauth/token")
-    typer.echo(f"  OPENAI_BASE_URL={sim.url}/v1 (any OpenAI-compatible client; OPENAI_API_KEY={SIM_CHAT_KEY})")
-    typer.echo(f"  counters: {sim.url}/_sim/counters")
-    if paths:
-        client_id, _ = sim.oauth_client()
-        typer.echo(f"  SPARC_GEMINI_CREDS={paths['gemini']}")
-        typer.echo(f"  SPARC_CODEX_AUTH={paths['codex']}")
-        typer.echo(f"  SPARC_GEMINI_OAUTH_CLIENT_ID={client_id} (the secret is in sparc_cloud.sim.state)")
+    for line in sim.serve_lines(paths):
+        typer.echo(f"  {line}")
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sparc_cloud import defaults
 from sparc_cloud.backends.base import DoctorContext
-from sparc_cloud.backends.registry import kind_name, load_kind
+from sparc_cloud.backends.registry import DEFAULT_BACKENDS, kind_name, load_kind
 from sparc_cloud.checks import Check
 from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.errors import Unreachable
@@ -25,8 +25,6 @@ from sparc_cloud.settings import Settings
 
 if TYPE_CHECKING:
     from sparc_cloud.project import Project
-
-DEFAULT_BACKENDS = ("gemini", "codex")  # what the default project uses: checked when no project is named
 
 
 def duration(seconds: float) -> str:
@@ -77,8 +75,7 @@ def run_doctor(settings: Settings, environment: str | None = None, project: Proj
     short = settings.model_copy(update={"retry_max_attempts": 1,
                                         "http_timeout_s": min(settings.http_timeout_s, defaults.DOCTOR_TIMEOUT_S)})
     ctx = ClientContext(settings=short, clock=RealClock(threading.Event()), secrets=secrets)
-    dctx = DoctorContext(settings=settings, client=ctx, project=project,
-                         environment=environment or settings.codex_environment)
+    dctx = DoctorContext(settings=settings, client=ctx, project=project, environment=environment)
     endpoints = project.endpoint_kinds() if project is not None else {}
     checks: list[Check] = []
     for name in (project.backends_used() if project is not None else DEFAULT_BACKENDS):

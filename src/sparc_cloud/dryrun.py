@@ -2,8 +2,8 @@
 is spent. Nothing is called and no file is written; credentials are not read.
 
 The estimates rest on two stated assumptions: each agent takes the typical latency of its model (the middle of
-the simulator's latency range, which is modelled on the services: Gemini flash ~20 s, pro ~30 s, a Codex task
-~60 s) and writes a typical amount of output (TYPICAL_OUTPUT_TOKENS). Prompts are the project's real templates
+the simulator's latency range, which is modelled on the services) and writes a typical amount of output (each
+backend kind's `typical_output_tokens`). Prompts are the project's real templates
 with every input an agent reads counted at that typical size. Time is the critical path of the DAG under the
 rate limits, each agent starting as soon as its dependencies and its limiter allow."""
 
@@ -12,24 +12,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sparc_cloud.backends.assemble import kind_of
+from sparc_cloud.backends.base import BackendKind
+from sparc_cloud.backends.registry import KINDS, load_kind
 from sparc_cloud.costs import cost_usd
 from sparc_cloud.critical_path import Node, schedule
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS, FALLBACK_LIMIT, Key, RateLimit
-from sparc_cloud.phases import PHASES, Output, Plan, render_prompt
+from sparc_cloud.http.ratelimit import FALLBACK_LIMIT, Key, RateLimit
+from sparc_cloud.phases import PHASES, AgentSpec, Output, Plan, render_prompt
+from sparc_cloud.project import Project
 from sparc_cloud.sim import SimConfig
 
-TYPICAL_OUTPUT_TOKENS = {"gemini": 2_000, "codex": 4_000}
+
+def call_key(kind: BackendKind, agent: AgentSpec) -> Key:
+    """The limiter an agent's calls go through (its backend kind says which)."""
+    return kind.call_key(agent.backend, agent.model)
 
 
-def limit_key(backend: str, model: str) -> Key:
-    """The limiter an agent's calls go through."""
-    return ("gemini", "generate", model) if backend == "gemini" else ("codex", "create", "*")
+def limit_for(limits: Mapping[Key, RateLimit], key: Key) -> RateLimit:
+    """The limit a key gets: exact, then the model wildcard, then the fallback (as the run's limiters decide)."""
+    return limits.get(key) or limits.get((key[0], key[1], "*")) or FALLBACK_LIMIT
 
 
-def typical_latency_s(backend: str, model: str) -> float:
-    """The middle of the simulator's latency range for a model (Codex: a task's)."""
-    lo, hi = SimConfig().latency_for("codex-task" if backend == "codex" else model)
+def typical_latency_s(kind: BackendKind, model: str) -> float:
+    """The middle of the simulator's latency range for a model (or for what the kind names instead)."""
+    lo, hi = SimConfig().latency_for(kind.latency_name(model))
     return (lo + hi) / 2
+
+
+def agent_latency_s(backend: str, model: str) -> float:
+    """The typical latency of an agent on a backend name, where no project is at hand (the live view): a built-in
+    kind by its name, an endpoint table's name as the model itself."""
+    lo, hi = SimConfig().latency_for(load_kind(backend).latency_name(model) if backend in KINDS else model)
+    return (lo + hi) / 2
+
+
+def _output_tokens(project: Project, agent: AgentSpec) -> int:
+    return kind_of(agent.backend, project).typical_output_tokens
 
 
 def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
@@ -39,13 +57,13 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
     chosen = {a.id for a in agents}
     rows: list[dict[str, Any]] = []
     nodes: list[Node] = []
+    kinds = {a.backend: kind_of(a.backend, plan.project) for a in agents}
     for agent in agents:
-        outputs = {d: Output("x" * 4 * TYPICAL_OUTPUT_TOKENS.get(plan.by_id[d].backend, 2_000))
-                   for d in agent.depends_on}
+        outputs = {d: Output("x" * 4 * _output_tokens(plan.project, plan.by_id[d])) for d in agent.depends_on}
         system, prompt = render_prompt(plan, agent, outputs)
         prompt_tokens = (len(system) + len(prompt)) // 4
-        output_tokens = TYPICAL_OUTPUT_TOKENS.get(agent.backend, 2_000)
-        latency = typical_latency_s(agent.backend, agent.model) * time_scale
+        output_tokens = kinds[agent.backend].typical_output_tokens
+        latency = typical_latency_s(kinds[agent.backend], agent.model) * time_scale
         rows.append({"id": agent.id, "phase": agent.phase, "title": agent.title, "backend": agent.backend,
                      "model": agent.model, "depends_on": list(agent.depends_on),
                      "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
@@ -57,8 +75,8 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
 
     def slot(node: Node, ready: float) -> float:
         agent = by_id[node.id]
-        key = limit_key(agent.backend, agent.model)
-        limit = limits.get(key, FALLBACK_LIMIT)
+        key = call_key(kinds[agent.backend], agent)
+        limit = limit_for(limits, key)
         interval = limit.interval(time_scale)
         start = max(ready, tat.get(key, 0.0) - (limit.burst - 1) * interval)
         tat[key] = max(tat.get(key, 0.0), start) + interval
@@ -67,24 +85,32 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
     ideal = schedule(nodes, slot)
     for row in rows:
         row["start_s"] = round(ideal.start[row["id"]], 3)
-    used = sorted({limit_key(a.backend, a.model) for a in agents})
+    used = sorted({call_key(kinds[a.backend], a) for a in agents})
     return {
         "project": plan.project.name, "phases": selected,
         "agents": rows,
         "order": [[r["id"] for r in rows if r["phase"] == n] for n in selected],
-        "limits": {"/".join(k): {"per_minute": limits.get(k, FALLBACK_LIMIT).per_minute,
-                                 "burst": limits.get(k, FALLBACK_LIMIT).burst} for k in used},
+        "limits": _limit_rows(limits, used),
+        "billing_notes": sorted({k.billing_note for k in kinds.values() if k.billing_note}),
         "concurrency": concurrency,
         "estimated_cost_usd": round(sum(r["cost_usd"] for r in rows), 4),
         "estimated_time_s": round(ideal.length_s, 1),
         "critical_path": [s.agent_id for s in ideal.path],
-        "assumptions": {"output_tokens": dict(TYPICAL_OUTPUT_TOKENS), "time_scale": time_scale},
+        "assumptions": {"output_tokens": {n: k.typical_output_tokens for n, k in kinds.items()}, "time_scale": time_scale},
     }
 
 
-def merged_limits(project_limits: Mapping[Key, RateLimit]) -> dict[Key, RateLimit]:
-    """The default limits with the project's overrides."""
-    return {**DEFAULT_LIMITS, **project_limits}
+def _limit_rows(limits: Mapping[Key, RateLimit], used: list[Key]) -> dict[str, dict[str, float]]:
+    """Each limiter the agents use, and each other limit of their backends (a `[backends.NAME]` table's
+    tokens_per_minute, a poll budget), by its key."""
+    backends = {k[0] for k in used}
+    operations = {(k[0], k[1]) for k in used}
+    keys = [*used, *sorted(k for k in limits if k[0] in backends and (k[0], k[1]) not in operations)]
+    rows: dict[str, dict[str, float]] = {}
+    for key in keys:
+        limit = limit_for(limits, key)
+        rows["/".join(key)] = {"per_minute": limit.per_minute, "burst": limit.burst}
+    return rows
 
 
 def format_plan(data: dict[str, Any], backend: str) -> str:
@@ -100,8 +126,8 @@ def format_plan(data: dict[str, Any], backend: str) -> str:
     lines.append("")
     lines.append(f"Limits: concurrency {data['concurrency']}; " + "; ".join(
         f"{k} {v['per_minute']:g}/min (burst {v['burst']})" for k, v in data["limits"].items()))
-    lines.append(f"Estimated cost: ${data['estimated_cost_usd']:.4f} at list prices (Code Assist and Codex Cloud bill "
-                 "through subscriptions).")
+    notes = "; ".join(data.get("billing_notes") or [])
+    lines.append(f"Estimated cost: ${data['estimated_cost_usd']:.4f} at list prices" + (f" ({notes})." if notes else "."))
     lines.append(f"Estimated time: ~{data['estimated_time_s']:.0f} s along the critical path "
                  f"{' -> '.join(data['critical_path'])}.")
     lines.append("Estimates assume typical latencies and outputs; `sparc-cloud report` shows what a run really took.")

@@ -1,22 +1,24 @@
 """Typed errors. Each carries a message a user can act on and the exit code the CLI maps it to.
 
 Every client raises from this one tree; each maps a status and body to a class itself (its provider's rules
-live with it), and `http/retry.py` retries exactly the `RetryableError` branch::
+live with its client, never in `http/`), and `http/retry.py` retries exactly the `RetryableError` branch.
+Every answer of a server is an `HttpError`, which carries the status, the endpoint and the server's retry hint::
 
     SparcError (exit 1)
     +-- ConfigError (exit 2)               bad input: a project file, a flag, a setting, a missing key
     |   +-- BundleError                    a run folder's bundle that cannot be read
     +-- AuthError (exit 2)                 credentials missing, refused, or not refreshable
-    +-- ApiError (status, endpoint)        the server said no, for good
-    |   +-- ModelNotFound, ValidationRequired, PromptBlocked, TaskGone
-    +-- RetryableError (status, endpoint, delay: the server's hint)
-    |   +-- RateLimited                    429 and friends
-    |   |   +-- CapacityExhausted
-    |   +-- TransientError                 5xx, timeouts, resets
-    |   |   +-- Unreachable                nothing was sent (refused, DNS)
-    |   +-- MalformedResponse              a body that is not what the API sends
-    +-- Unauthorized                       a 401 a client refreshes once for
-    +-- TerminalQuota                      quota that will not come back soon
+    +-- HttpError (status, endpoint, delay: the server's retry hint, in seconds)
+    |   +-- ApiError                       the server said no, for good
+    |   |   +-- ModelNotFound, ValidationRequired, PromptBlocked, TaskGone
+    |   +-- RetryableError
+    |   |   +-- RateLimited                429 and friends
+    |   |   |   +-- CapacityExhausted
+    |   |   +-- TransientError             5xx, timeouts, resets
+    |   |   |   +-- Unreachable            nothing was sent (refused, DNS)
+    |   |   +-- MalformedResponse          a body that is not what the API sends
+    |   +-- Unauthorized                   a 401 a client refreshes once for
+    |   +-- TerminalQuota                  quota that will not come back soon
     +-- RetriesExhausted                   the retry policy gave up (attempts, last status)
     +-- TaskFailed, TaskTimeout, TaskPollFailed   a cloud task's end
     +-- DiffRejected                       a chat model's diff refused before and after a repair turn
@@ -51,13 +53,23 @@ class AuthError(SparcError):
     exit_code = 2
 
 
-class ApiError(SparcError):
-    """An HTTP error the server meant (400/403/404...), never retried."""
+class HttpError(SparcError):
+    """What a server answered (or failed to): the HTTP status (None when no answer came), the endpoint (a
+    short name such as `local generate`), and the server's retry hint in seconds (None when it gave none)."""
 
-    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "",
+                 delay: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.endpoint = endpoint
+        self.delay = delay
+
+
+class ApiError(HttpError):
+    """An HTTP error the server meant (400/403/404...), never retried."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
 
 
 class ModelNotFound(ApiError):
@@ -65,23 +77,15 @@ class ModelNotFound(ApiError):
 
 
 class ValidationRequired(ApiError):
-    """Code Assist wants the user to verify the account at a URL first."""
+    """The service wants the user to verify the account at a URL first."""
 
     def __init__(self, message: str, *, url: str | None, endpoint: str = "") -> None:
         super().__init__(message, status=403, endpoint=endpoint)
         self.url = url
 
 
-class RetryableError(SparcError):
+class RetryableError(HttpError):
     """Base of errors the shared retry policy retries."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, endpoint: str = "", delay: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.endpoint = endpoint
-        self.delay = delay
 
 
 class RateLimited(RetryableError):
@@ -96,25 +100,19 @@ class MalformedResponse(RetryableError):
     """A body that is not the JSON the spec describes (truncated, empty, wrong shape)."""
 
 
-class Unauthorized(SparcError):
+class Unauthorized(HttpError):
     """HTTP 401: the token was rejected. Clients refresh once, then raise AuthError."""
 
     def __init__(self, message: str, *, endpoint: str = "") -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
+        super().__init__(message, status=401, endpoint=endpoint)
 
 
-class TerminalQuota(SparcError):
+class TerminalQuota(HttpError):
     """Quota that will not come back soon (daily, capacity, limit 0, delay > 300 s)."""
-
-    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.endpoint = endpoint
 
 
 class TaskFailed(SparcError):
-    """A Codex task ended in failed/cancelled status."""
+    """A cloud task ended in failed/cancelled status."""
 
     def __init__(self, message: str, *, task_id: str, status: str) -> None:
         super().__init__(message)
@@ -123,7 +121,7 @@ class TaskFailed(SparcError):
 
 
 class TaskTimeout(SparcError):
-    """A Codex task did not finish in time."""
+    """A cloud task did not finish in time."""
 
     def __init__(self, message: str, *, task_id: str, last_status: str) -> None:
         super().__init__(message)
@@ -174,7 +172,7 @@ class CapacityExhausted(RateLimited):
 
 
 class PromptBlocked(ApiError):
-    """Gemini answered with no candidates (an empty answer), e.g. `promptFeedback.blockReason`; re-sending
+    """The model answered with no candidates (an empty answer), e.g. `promptFeedback.blockReason`; re-sending
     the same prompt changes nothing."""
 
     def __init__(self, message: str, *, reason: str | None, endpoint: str = "") -> None:
@@ -183,7 +181,7 @@ class PromptBlocked(ApiError):
 
 
 class TaskPollFailed(SparcError):
-    """Polling a Codex task failed for good (or until the agent timeout); the task itself may still be live
+    """Polling a cloud task failed for good (or until the agent timeout); the task itself may still be live
     on the server: `task_id` lets a later run attach to it again."""
 
     def __init__(self, message: str, *, task_id: str) -> None:
@@ -192,7 +190,7 @@ class TaskPollFailed(SparcError):
 
 
 class TaskGone(ApiError):
-    """The server does not know the Codex task (404)."""
+    """The server does not know the cloud task (404)."""
 
     def __init__(self, message: str, *, task_id: str, endpoint: str = "") -> None:
         super().__init__(message, status=404, endpoint=endpoint)

@@ -1,4 +1,4 @@
-"""`sparc-cloud export RUN_DIR --to DIR`: the phase documents and the Codex diffs, applied for the user.
+"""`sparc-cloud export RUN_DIR --to DIR`: the phase documents and the agents' diffs, applied for the user.
 
 All or nothing:
 1. The files the diffs touch are copied from the target into a scratch folder, and the diffs are applied
@@ -48,7 +48,7 @@ class ExportResult:
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     git = shutil.which("git")
     if git is None:
-        raise ConfigError("`git` is needed to apply the Codex diffs; install git and run export again.")
+        raise ConfigError("`git` is needed to apply the agents' diffs; install git and run export again.")
     # The scratch folder must not be taken for part of an enclosing repository (git would then skip paths).
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env["GIT_CEILING_DIRECTORIES"] = str(cwd.parent)
@@ -71,7 +71,7 @@ def _checked_path(raw: str, record: AgentRecord) -> str:
     parts = PurePosixPath(raw).parts
     if not parts or raw.startswith("/") or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts) \
             or "\0" in raw:
-        raise ConfigError(f"The Codex diff of {record.id} touches {raw!r}, outside the files export may write (no "
+        raise ConfigError(f"The diff of {record.id} touches {raw!r}, outside the files export may write (no "
                           "absolute paths, no '..', nothing in .git). Nothing was changed.")
     return PurePosixPath(*parts).as_posix()
 
@@ -80,7 +80,7 @@ def _touched(patch: Path, scratch: Path, record: AgentRecord) -> list[str]:
     """Every path a diff reads or writes (renames give both), from `git apply --numstat -z`."""
     listed = _git(["apply", "--numstat", "-z", str(patch)], scratch)
     if listed.returncode != 0:
-        raise ConfigError(f"The Codex diff of {record.id} is not a diff git can read; nothing was changed. git says: "
+        raise ConfigError(f"The diff of {record.id} is not a diff git can read; nothing was changed. git says: "
                           f"{listed.stderr.strip()[:800]}")
     tokens = listed.stdout.split("\0")
     paths: list[str] = []
@@ -122,7 +122,7 @@ def _scratch_result(scratch: Path, rel: str, record_ids: str) -> File | None:
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(info.st_mode):
-        raise ConfigError(f"A Codex diff ({record_ids}) creates {rel} as a symbolic link; export does not write links. "
+        raise ConfigError(f"A diff ({record_ids}) creates {rel} as a symbolic link; export does not write links. "
                           "Nothing was changed.")
     if not stat.S_ISREG(info.st_mode):
         return None
@@ -157,7 +157,7 @@ def _plan_changes(records: list[AgentRecord], target: Path, root: Root | None) -
             applied = _git(["apply", "--whitespace=nowarn", str(patch)], scratch)
             if applied.returncode != 0:
                 after = f" after the {number} before it ({', '.join(r.id for r, _ in patches[:number])})" if number else ""
-                raise ConfigError(f"The Codex diff of {record.id} does not apply to {target}{after}; nothing was "
+                raise ConfigError(f"The diff of {record.id} does not apply to {target}{after}; nothing was "
                                   f"changed. git says: {applied.stderr.strip()[:800]}")
         ids = ", ".join(r.id for r in records)
         after_all = {rel: _scratch_result(scratch, rel, ids) for rel in touched}

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sparc_cloud.critical_path import Progress, time_left
-from sparc_cloud.dryrun import typical_latency_s
+from sparc_cloud.dryrun import agent_latency_s
 from sparc_cloud.events import Event
 from sparc_cloud.phases import PHASES, AgentSpec
 from sparc_cloud.terminal import clean
@@ -62,7 +62,7 @@ class LiveProgress:
         elif event.kind == "agent_attached":
             row.status, row.started, row.note = "running", row.started or now, event.message
         elif event.kind == "agent_polled":
-            row.status, row.note = "running", f"Codex task {data.get('status', '')}"
+            row.status, row.note = "running", f"task {data.get('status', '')}"
         elif event.kind in ("agent_finished", "agent_failed", "agent_skipped", "agent_reused"):
             row.status = {"agent_finished": "completed", "agent_failed": "failed", "agent_skipped": "skipped",
                           "agent_reused": "reused"}[event.kind]
@@ -114,7 +114,7 @@ class LiveProgress:
             done = row.status in ("completed", "failed")
             running = (now - row.started) if row.started is not None and not done else 0.0
             items.append(Progress(row.agent.id, tuple(row.agent.depends_on), row.agent.model, done,
-                                  row.elapsed or 0.0, running, typical_latency_s(row.agent.backend, row.agent.model)))
+                                  row.elapsed or 0.0, running, agent_latency_s(row.agent.backend, row.agent.model)))
         return time_left(items)
 
     def _narrow(self, now: float) -> Group:

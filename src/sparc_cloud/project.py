@@ -12,7 +12,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparc_cloud.backends.registry import ENDPOINT_KINDS, KINDS, kind_name, known_names, split_model
+from sparc_cloud.backends.registry import (
+    DEFAULT_BACKEND,
+    DEFAULT_MODEL,
+    ENDPOINT_KINDS,
+    EXAMPLE_MODEL,
+    KINDS,
+    PHASE_DEFAULTS,
+    fit_model,
+    kind_name,
+    known_names,
+    split_model,
+)
+from sparc_cloud.backends.registry_fields import ProviderTables
 from sparc_cloud.catalog import builtin_projects, builtin_text
 from sparc_cloud.errors import ConfigError
 
@@ -65,8 +77,8 @@ class Research(_Strict):
 class PhaseConfig(_Strict):
     """Backend and model of one phase."""
 
-    backend: Backend = "gemini"
-    model: str = "gemini-2.5-flash"
+    backend: Backend = DEFAULT_BACKEND
+    model: str = DEFAULT_MODEL
     synthesis_model: str | None = None
     synthesis_backend: Backend | None = None  # set from `synthesis_model = "BACKEND/MODEL"`; else `backend`
 
@@ -81,33 +93,25 @@ class PhaseConfig(_Strict):
                 self.synthesis_backend, self.synthesis_model = prefix, model
 
 
-def _phase(backend: Backend, model: str, synthesis: str | None = None) -> PhaseConfig:
+def _phase(name: str) -> PhaseConfig:
+    backend, model, synthesis = PHASE_DEFAULTS[name]
     return PhaseConfig(backend=backend, model=model, synthesis_model=synthesis)
 
 
 class Phases(_Strict):
     """The five phases, by name."""
 
-    specification: PhaseConfig = Field(
-        default_factory=lambda: _phase("gemini", "gemini-2.5-flash", "gemini-2.5-pro"))
-    pseudocode: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-flash"))
-    architecture: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-pro"))
-    refinement: PhaseConfig = Field(default_factory=lambda: _phase("codex", "codex"))
-    completion: PhaseConfig = Field(default_factory=lambda: _phase("gemini", "gemini-2.5-pro"))
+    specification: PhaseConfig = Field(default_factory=lambda: _phase("specification"))
+    pseudocode: PhaseConfig = Field(default_factory=lambda: _phase("pseudocode"))
+    architecture: PhaseConfig = Field(default_factory=lambda: _phase("architecture"))
+    refinement: PhaseConfig = Field(default_factory=lambda: _phase("refinement"))
+    completion: PhaseConfig = Field(default_factory=lambda: _phase("completion"))
 
     @model_validator(mode="after")
-    def _codex_model(self) -> Phases:
+    def _fit_models(self) -> Phases:
         for cfg in (self.specification, self.pseudocode, self.architecture, self.refinement, self.completion):
-            if cfg.backend == "codex" and cfg.model.startswith("gemini"):
-                cfg.model = "codex"
+            cfg.model = fit_model(cfg.backend, cfg.model)
         return self
-
-
-class CodexSettings(_Strict):
-    """Where Codex tasks run."""
-
-    environment: str | None = None
-    branch: str | None = None  # unset: --branch, else this checkout's current or default branch, else main
 
 
 class Limit(_Strict):
@@ -118,7 +122,7 @@ class Limit(_Strict):
 
 
 class Endpoint(_Strict):
-    """`[backends.NAME]`: another endpoint of a kind that talks to any URL (an OpenAI-compatible server)."""
+    """`[backends.NAME]`: another endpoint of a kind that talks to any URL (`registry.ENDPOINT_KINDS`)."""
 
     kind: str
     base_url: str
@@ -151,15 +155,8 @@ class Endpoint(_Strict):
         return name
 
 
-class GeminiSettings(_Strict):
-    """Gemini options of the project."""
-
-    fallback: bool = False
-    generation_config: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.4})
-
-
-class Project(_Strict):
-    """A validated project definition."""
+class Project(ProviderTables, _Strict):
+    """A validated project definition. Each provider's own table (`[NAME]`) comes from `ProviderTables`."""
 
     name: str = Field(min_length=1, max_length=80)
     goal: str = Field(min_length=1)
@@ -167,9 +164,7 @@ class Project(_Strict):
     research: Research
     components: list[Component] = Field(default_factory=list)  # none: the architecture decides phase 4's split
     phases: Phases = Field(default_factory=Phases)
-    codex: CodexSettings = Field(default_factory=CodexSettings)
     limits: dict[str, Limit] = Field(default_factory=dict)
-    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     prompts: dict[str, str] = Field(default_factory=dict)
     backends: dict[str, Endpoint] = Field(default_factory=dict)
 
@@ -194,8 +189,8 @@ class Project(_Strict):
                 if name is not None and kind_name(name, endpoints) is None:
                     raise ValueError(
                         f"phases.{phase} names backend {name!r}, which is not known. Known backends: "
-                        f"{', '.join(known_names(endpoints))}. Write a model as BACKEND/MODEL (e.g. openai/gpt-4.1), "
-                        f"or add a [backends.{name}] table with kind = \"openai\" and base_url")
+                        f"{', '.join(known_names(endpoints))}. Write a model as BACKEND/MODEL (e.g. {EXAMPLE_MODEL}), "
+                        f"or add a [backends.{name}] table with kind = \"{ENDPOINT_KINDS[0]}\" and base_url")
         return self
 
     def endpoint_kinds(self) -> dict[str, str]:

@@ -400,7 +400,7 @@ class RunFolder:
             f"- latency: {record.latency_s:.2f} s, attempts: {record.attempts}",
         ]
         if record.task_id:
-            header.append(f"- Codex task: {clean(record.task_id, one_line=True)}")
+            header.append(f"- Task: {clean(record.task_id, one_line=True)}")
         if record.error:
             header.append(f"- error: {clean(record.error, one_line=True)}")
         if record.diff:

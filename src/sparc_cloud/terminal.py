@@ -115,3 +115,8 @@ class Console:
 
 
 __all__ = ["Console", "clean", "clean_data", "echo", "is_closed_pipe", "silence"]
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 check`, `2 checks` (`many` for an irregular plural)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"

@@ -1,16 +1,15 @@
 """A run's backends: which the selected agents use, built with their limits and prices.
 
 Limits stack, later winning: each kind's defaults, then a `[backends.NAME]` table's, then the project's
-`[limits."..."]` (named by `defaults.limit_key`). Prices stack the same way: each kind's list prices, the
+`[limits."..."]` (named by `registry.limit_key`). Prices stack the same way: each kind's list prices, the
 user's SPARC_PRICES, then a `[backends.NAME]` table's `prices` (keyed `NAME/MODEL`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sparc_cloud import defaults
 from sparc_cloud.backends.base import Backend, BackendKind, BuildContext
-from sparc_cloud.backends.registry import KINDS, kind_name, load_kind
+from sparc_cloud.backends.registry import KINDS, kind_name, limit_key, load_kind
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.project import Project
@@ -27,7 +26,7 @@ def kind_of(name: str, project: Project) -> BackendKind:
 
 def project_limits(project: Project) -> dict[Key, RateLimit]:
     """The project's `[limits."NAME"]` overrides as limiter keys."""
-    return {defaults.limit_key(name): RateLimit(per_minute=limit.per_minute, burst=limit.burst)
+    return {limit_key(name): RateLimit(per_minute=limit.per_minute, burst=limit.burst)
             for name, limit in project.limits.items()}
 
 
@@ -58,6 +57,14 @@ def known_prices(user_prices: Mapping[str, tuple[float, float]]) -> dict[str, tu
         table.update(load_kind(kind).prices)
     table.update(user_prices)
     return table
+
+
+def default_limits() -> dict[Key, RateLimit]:
+    """Every registered kind's default limits (for tools that run without a project: benchmarks, doctor)."""
+    out: dict[Key, RateLimit] = {}
+    for kind in KINDS:
+        out.update(load_kind(kind).limits(kind, None))
+    return out
 
 
 def build_backends(ctx: BuildContext, names: Iterable[str]) -> dict[str, Backend]:

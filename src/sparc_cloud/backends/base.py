@@ -8,6 +8,7 @@ entry (`BackendKind`) says how to build it for a run, its `doctor` checks, defau
       build(BuildContext, name) -> Backend     one per backend name a run uses
       doctor(DoctorContext, name) -> [Check]
       limits(name, endpoint), prices           defaults, under the project's and the user's
+      call_key, typical_output_tokens, ...     what a dry run assumes of an agent on it
     Backend
       run(AgentCall, RunHooks)                 fill call.record (text, usage, diff, extras)
       same_place(earlier record) -> bool       may an earlier result be reused here?
@@ -121,3 +122,10 @@ class BackendKind:
     doctor: Callable[[DoctorContext, str], list[Check]]
     limits: Callable[[str, Endpoint | None], Mapping[Key, RateLimit]] = field(default=lambda name, endpoint: {})
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per million (in, out)
+    # The limiter key an agent's main call takes a slot of (dry-run estimates, `--dry-run`'s Limits line).
+    call_key: Callable[[str, str], Key] = field(default=lambda name, model: (name, "generate", model))
+    typical_output_tokens: int = 2_000  # what a dry run assumes an agent writes
+    latency_name: Callable[[str], str] = field(default=lambda model: model)  # the simulator's latency entry
+    billing_note: str = ""  # a sentence for cost estimates (e.g. billed through a subscription)
+    # Where the user's login stands, in a few words (added to an authentication error): None when it has none.
+    login_state: Callable[[Settings], str] | None = None

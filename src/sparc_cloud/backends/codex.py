@@ -13,19 +13,25 @@ from collections.abc import Callable
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check, Level
-from sparc_cloud.clients.auth import CODEX_LOGIN_HINT, jwt_claims
-from sparc_cloud.clients.codex import CodexClient, TaskDetails
-from sparc_cloud.clients.factory import make_codex
-from sparc_cloud.clients.gitref import resolve_branch
+from sparc_cloud.clients import codex_settings
+from sparc_cloud.clients.auth import jwt_claims
+from sparc_cloud.clients.codex import CodexClient, TaskDetails, make_codex
+from sparc_cloud.clients.codex_auth import CODEX_LOGIN_HINT
+from sparc_cloud.clients.codex_gitref import resolve_branch
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import ConfigError, SparcError, TaskFailed, TaskGone
 from sparc_cloud.events import Event
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
+from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import AgentSpec
 from sparc_cloud.runfolder import TaskMark
-from sparc_cloud.settings import DEFAULT_PRICES
+from sparc_cloud.settings import Settings
 
 log = logging.getLogger("sparc_cloud.agents")
+# The runbook's measured limits: task creation 10/min; status polls 30/min per account.
+OPERATION_LIMITS = {
+    "create": RateLimit(*codex_settings.CREATE_LIMIT),
+    "poll": RateLimit(per_minute=codex_settings.POLLS_PER_MINUTE, burst=codex_settings.POLL_BURST),
+}
 SIM_ENVIRONMENT = "memory-extension"  # the environment a `--backend sim` run uses when none is configured
 
 
@@ -51,7 +57,7 @@ class CodexBackend:
         """Resolve the environment (by id or name) before the first task."""
         if not self.wanted:
             names = ", ".join(f"{e.label} ({e.id})" for e in self.client.environments()) or "none"
-            raise ConfigError("No Codex environment is configured for phase 4. Set --codex-env (or "
+            raise ConfigError("No Codex environment is configured for phase 4. Set --environment (or "
                               f"SPARC_CODEX_ENVIRONMENT, or [codex] environment in the project). Yours: {names}.")
         self.environment_id = self.client.resolve_environment(self.wanted).id
 
@@ -159,7 +165,8 @@ def _build(ctx: BuildContext, name: str) -> CodexBackend:
 
 def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     """auth.json, token expiry, account, environment."""
-    settings, ctx, environment = dctx.settings, dctx.client, dctx.environment
+    settings, ctx = dctx.settings, dctx.client
+    environment = dctx.environment or settings.codex_environment
     path = settings.codex_auth_path()
     checks, data = file_checks("Codex credentials", path, CODEX_LOGIN_HINT)
     if data is None:
@@ -185,10 +192,20 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
         else:
             names = ", ".join(f"{e.label} ({e.id})" for e in envs) or "none"
             checks.append(Check("Codex environment", "warn", f"none configured; yours: {names}",
-                                "Set SPARC_CODEX_ENVIRONMENT or pass --codex-env NAME."))
+                                "Set SPARC_CODEX_ENVIRONMENT or pass --environment NAME."))
     except SparcError as exc:
         checks.append(Check("Codex environment", "fail", str(exc), fix_for(exc, "See the message.")))
     return checks
+
+
+def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
+    return {(name, op, "*"): limit for op, limit in OPERATION_LIMITS.items()}
+
+
+def _login_state(settings: Settings) -> str:
+    if settings.codex_auth_path().is_file():
+        return f"Codex: logged in ({settings.codex_auth_path()})"
+    return f"Codex: not logged in (no {settings.codex_auth_path()}; run `codex login`)"
 
 
 KIND = BackendKind(
@@ -196,6 +213,11 @@ KIND = BackendKind(
     summary="Codex Cloud tasks (the codex CLI's ChatGPT login); returns diffs",
     build=_build,
     doctor=_doctor,
-    limits=lambda name, endpoint: {key: limit for key, limit in DEFAULT_LIMITS.items() if key[0] == "codex"},
-    prices={k: v for k, v in DEFAULT_PRICES.items() if k == "codex"},
+    limits=_limits,
+    prices=codex_settings.PRICES,
+    call_key=lambda name, model: (name, "create", "*"),
+    typical_output_tokens=4_000,
+    latency_name=lambda model: "codex-task",
+    billing_note="Codex Cloud bills through a subscription",
+    login_state=_login_state,
 )

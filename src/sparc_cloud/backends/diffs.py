@@ -1,7 +1,7 @@
 """The diff contract of refinement on a chat model: the answer must hold one unified diff that
 `git apply --check` accepts against an empty tree (or the `--base DIR` of the run).
 
-A Codex task returns a diff by nature; a chat model is asked for one (`INSTRUCTION`), its answer's diff is
+A cloud-task backend returns a diff by nature; a chat model is asked for one (`INSTRUCTION`), its answer's diff is
 extracted (`extract_diff`) and checked (`check_diff`). One repair turn sends back git's error."""
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def check_diff(diff: str | None, base: Path | None = None) -> str | None:
     git = shutil.which("git")
     if git is None:
         raise ConfigError("Refinement on a chat model checks each diff with `git apply --check`, and git is not "
-                          "installed. Install git, or run refinement on a task backend (backend = \"codex\").")
+                          "installed. Install git, or run refinement on a backend whose tasks return diffs "
+                          "themselves (docs/BACKENDS.md lists the kinds).")
     with tempfile.TemporaryDirectory(prefix="sparc-diff-") as tmp:
         patch = Path(tmp) / "answer.diff"
         patch.write_text(diff, encoding="utf-8")

@@ -11,15 +11,18 @@ import time
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
-from sparc_cloud.clients.auth import GEMINI_LOGIN_HINT, jwt_claims
-from sparc_cloud.clients.factory import make_gemini
-from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding
+from sparc_cloud.clients import gemini_settings
+from sparc_cloud.clients.auth import jwt_claims
+from sparc_cloud.clients.gemini import GeminiClient, NeedsOnboarding, make_gemini
+from sparc_cloud.clients.gemini_auth import GEMINI_LOGIN_HINT
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import ApiError, RetriesExhausted, SparcError
-from sparc_cloud.http.ratelimit import DEFAULT_LIMITS
-from sparc_cloud.settings import DEFAULT_PRICES
+from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.settings import Settings
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
+# The runbook's measured limits: flash ~10 in a burst then ~1/s; pro ~3/min.
+MODEL_LIMITS = {"gemini-2.5-flash": RateLimit(*gemini_settings.FLASH_LIMIT), "gemini-2.5-pro": RateLimit(*gemini_settings.PRO_LIMIT)}
 # How Gemini refuses a schema (shared/api: 400 INVALID_ARGUMENT "Unknown name ... Cannot find field", "exceeds
 # the maximum allowed nesting depth", "too many states for serving"; through Code Assist a 500 "Failed to parse
 # responseJsonSchema field").
@@ -34,6 +37,10 @@ def schema_refused(exc: SparcError) -> bool:
     if isinstance(exc, ApiError) and status == 400:
         return any(word in text for word in _SCHEMA_REFUSALS)
     return status == 500 and "responsejsonschema" in text
+
+
+def _limits(name: str, endpoint: object) -> dict[Key, RateLimit]:
+    return {(name, "generate", model): limit for model, limit in MODEL_LIMITS.items()}
 
 
 class GeminiBackend:
@@ -142,11 +149,21 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     return checks
 
 
+def _login_state(settings: Settings) -> str:
+    if settings.gemini_api_key is not None:
+        return "Gemini: an API key is set (GEMINI_API_KEY)"
+    if settings.gemini_creds_path().is_file():
+        return f"Gemini: logged in ({settings.gemini_creds_path()})"
+    return "Gemini: not logged in"
+
+
 KIND = BackendKind(
     name="gemini",
     summary="Gemini through Code Assist (the gemini CLI's login) or the public API (GEMINI_API_KEY)",
     build=_build,
     doctor=_doctor,
-    limits=lambda name, endpoint: {key: limit for key, limit in DEFAULT_LIMITS.items() if key[0] == "gemini"},
-    prices={k: v for k, v in DEFAULT_PRICES.items() if k.startswith("gemini")},
+    limits=_limits,
+    prices=gemini_settings.PRICES,
+    billing_note="Code Assist bills through a subscription",
+    login_state=_login_state,
 )

@@ -8,6 +8,7 @@ vLLM, llama.cpp, LiteLLM, OpenRouter). In a `--backend sim` run every such endpo
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,18 @@ from sparc_cloud.backends import diffs
 from sparc_cloud.backends.base import AgentCall, BackendKind, BuildContext, DoctorContext, RunHooks
 from sparc_cloud.bundle import AgentRecord, Usage
 from sparc_cloud.checks import Check
+from sparc_cloud.clients import openai_defaults
 from sparc_cloud.clients.openai import ChatClient, ChatConfig, ChatResult
 from sparc_cloud.doctor import fix_for
 from sparc_cloud.errors import ApiError, ConfigError, DiffRejected, SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.http.transport import is_loopback
 from sparc_cloud.project import Endpoint
 from sparc_cloud.sim.chat import SIM_CHAT_KEY as SIM_API_KEY
 
-KEY_ENV = "OPENAI_API_KEY"
-BASE_ENV = "OPENAI_BASE_URL"
+log = logging.getLogger("sparc_cloud")
+KEY_ENV = openai_defaults.KEY_ENV
+BASE_ENV = openai_defaults.BASE_ENV
 # USD per million tokens (input, output), OpenAI's list prices; used only for estimates.
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.0, 8.0),
@@ -36,40 +40,92 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+# Variables that hold some other service's credentials: their value must not become a Bearer token by a typo.
+_FOREIGN_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION", "GITHUB_", "GH_", "GITLAB_", "CI_", "ACTIONS_", "NPM_",
+                     "PYPI_", "TWINE_", "DOCKER_", "SSH_", "GPG_", "SLACK_", "STRIPE_", "DATABASE_", "MYSQL_")
+_FOREIGN_WORDS = ("SECRET_ACCESS", "PRIVATE", "PASSWORD", "PASSWD", "SESSION_TOKEN")
+_KEY_SUFFIXES = ("_KEY", "_TOKEN", "_APIKEY")
+
+
+class EndpointConfigError(ConfigError):
+    """A `[backends.NAME]` table (or OPENAI_*) that cannot be used as it is; `fix` says what to change."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+def key_name_warning(name: str, variable: str, base_url: str) -> str | None:
+    """Why `api_key_env = variable` looks like a mistake (None when it looks like an API key's variable): a
+    name that does not end in _KEY / _TOKEN, or one that holds another service's credentials."""
+    upper = variable.upper()
+    foreign = upper.startswith(_FOREIGN_PREFIXES) or any(w in upper for w in _FOREIGN_WORDS)
+    if upper.endswith(_KEY_SUFFIXES) and not foreign:
+        return None
+    why = "holds another service's credentials" if foreign else "does not look like an API key's variable"
+    return (f"[backends.{name}] api_key_env = {variable!r} {why}; its value is sent as a Bearer token to "
+            f"{base_url}. If that is not meant, set api_key_env to the variable holding this server's key (e.g. "
+            f"{name.upper().replace('-', '_')}_API_KEY), or remove it when the server needs no key.")
+
+
+def _refuse_plain_http(name: str, base_url: str, setting: str, key_setting: str) -> None:
+    """A key is never sent in the clear off this machine."""
+    if base_url.startswith("http://") and not is_loopback(base_url):
+        raise EndpointConfigError(
+            f"Backend {name!r} would send the key from {key_setting} over plain http:// to {base_url}, which is not "
+            f"this machine: anyone on the way could read it. Use an https:// URL in {setting}, or run the server "
+            "on this machine (localhost), or send no key to it.",
+            f"Change {setting} to https://, or to a localhost address.")
+
+
 def chat_config(name: str, endpoint: Endpoint | None, *, sim_url: str | None, timeout_s: float) -> ChatConfig:
-    """Where the backend `name` sends its requests, with which key (ConfigError when a needed key is missing)."""
+    """Where the backend `name` sends its requests, with which key (ConfigError when a needed key is missing,
+    or a key would cross the network in the clear)."""
     if sim_url is not None:
         return ChatConfig(name, f"{sim_url}/v1", SIM_API_KEY, "the simulator", "the simulator's key", timeout_s)
     if endpoint is not None:
         key = None
+        setting = f"[backends.{name}] base_url"
         if endpoint.api_key_env:
             key = os.environ.get(endpoint.api_key_env) or None
             if key is None:
-                raise ConfigError(f"[backends.{name}] reads its API key from {endpoint.api_key_env}, which is not "
-                                  f"set. Export {endpoint.api_key_env}=<key>, or remove api_key_env if "
-                                  f"{endpoint.base_url} needs no key.")
-        return ChatConfig(name, endpoint.base_url, key, f"[backends.{name}] base_url",
-                          endpoint.api_key_env or "(no key)", timeout_s)
-    base = (os.environ.get(BASE_ENV) or defaults.OPENAI_BASE).rstrip("/")
+                raise EndpointConfigError(
+                    f"[backends.{name}] reads its API key from {endpoint.api_key_env}, which is not set. Export "
+                    f"{endpoint.api_key_env}=<key>, or remove api_key_env if {endpoint.base_url} needs no key.",
+                    f"Export {endpoint.api_key_env}=<key>, or remove api_key_env from [backends.{name}].")
+            _refuse_plain_http(name, endpoint.base_url, setting, endpoint.api_key_env)
+        return ChatConfig(name, endpoint.base_url, key, setting, endpoint.api_key_env or "(no key)", timeout_s)
+    base = (os.environ.get(BASE_ENV) or openai_defaults.BASE).rstrip("/")
     if not base.startswith(("http://", "https://")):
-        raise ConfigError(f"{BASE_ENV}={base} is not an http(s) URL. Set it to a server's /v1 base "
-                          f"(default {defaults.OPENAI_BASE}) or unset it.")
+        raise EndpointConfigError(f"{BASE_ENV}={base} is not an http(s) URL. Set it to a server's /v1 base "
+                                  f"(default {openai_defaults.BASE}) or unset it.",
+                                  f"Set {BASE_ENV} to an http(s) /v1 base, or unset it.")
     key = os.environ.get(KEY_ENV) or None
     if key is None:
-        raise ConfigError(f"The project runs agents on backend {name!r}, which needs {KEY_ENV}. Export "
-                          f"{KEY_ENV}=<your key> (https://platform.openai.com/api-keys), or point the phase at "
-                          "another backend, or try it with --backend sim.")
+        raise EndpointConfigError(
+            f"The project runs agents on backend {name!r}, which needs {KEY_ENV}. Export {KEY_ENV}=<your key> "
+            "(https://platform.openai.com/api-keys), or point the phase at another backend, or try it with "
+            "--backend sim.", f"Export {KEY_ENV}=<your key>, or run with --backend sim.")
+    _refuse_plain_http(name, base, BASE_ENV, KEY_ENV)
     return ChatConfig(name, base, key, BASE_ENV if os.environ.get(BASE_ENV) else f"the default ({BASE_ENV})",
                       KEY_ENV, timeout_s)
+
+
+def _endpoint_warning(name: str, endpoint: Endpoint | None) -> str | None:
+    if endpoint is None or not endpoint.api_key_env:
+        return None
+    return key_name_warning(name, endpoint.api_key_env, endpoint.base_url)
 
 
 class OpenAIBackend:
     """Agents as chat completions on one OpenAI-compatible endpoint."""
 
-    def __init__(self, name: str, client: ChatClient, *, diff_base: Path | None = None) -> None:
+    def __init__(self, name: str, client: ChatClient, *, diff_base: Path | None = None,
+                 warning: str | None = None) -> None:
         self.name = name
         self.client = client
         self.diff_base = diff_base
+        self.warning = warning  # said before the first call (a key variable that looks wrong)
 
     def run(self, call: AgentCall, hooks: RunHooks) -> None:
         """One completion; text, usage (with the server's details), attempts and the completion id.
@@ -145,8 +201,9 @@ class OpenAIBackend:
     def describe(self) -> list[str]:
         """Where the calls go and which key they carry (by name, never its value)."""
         cfg = self.client.config
-        return [f"{self.name}: OpenAI-compatible chat/completions at {cfg.base_url} ({cfg.base_setting}), "
-                f"key: {cfg.key_setting}"]
+        lines = [f"{self.name}: OpenAI-compatible chat/completions at {cfg.base_url} ({cfg.base_setting}), "
+                 f"key: {cfg.key_setting}"]
+        return [*lines, f"warning: {self.warning}"] if self.warning else lines
 
 
 FORMATS = ("json_schema", "json_object", "prompt")
@@ -185,12 +242,15 @@ def _build(ctx: BuildContext, name: str) -> OpenAIBackend:
     assert client_ctx.limiters is not None and client_ctx.session is not None
     client = ChatClient(cfg, session=client_ctx.session, limiters=client_ctx.limiters, policy=client_ctx.policy(),
                         clock=client_ctx.clock, secrets=client_ctx.secrets, on_retry=client_ctx.on_retry)
-    return OpenAIBackend(name, client, diff_base=ctx.diff_base)
+    warning = None if ctx.sim_url is not None else _endpoint_warning(name, ctx.project.backends.get(name))
+    if warning:
+        log.warning("%s", warning)
+    return OpenAIBackend(name, client, diff_base=ctx.diff_base, warning=warning)
 
 
 def _limits(name: str, endpoint: Endpoint | None) -> dict[Key, RateLimit]:
     """requests_per_minute on (NAME, generate, *); tokens_per_minute in thousands on (NAME, tokens, *)."""
-    rpm, burst = defaults.OPENAI_LIMIT if endpoint is None else defaults.LOCAL_LIMIT
+    rpm, burst = openai_defaults.LIMIT if endpoint is None else openai_defaults.LOCAL_LIMIT
     if endpoint is not None and endpoint.requests_per_minute:
         rpm, burst = endpoint.requests_per_minute, max(1, int(endpoint.requests_per_minute // 10))
     out: dict[Key, RateLimit] = {(name, "generate", "*"): RateLimit(per_minute=rpm, burst=burst)}
@@ -205,10 +265,14 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
     endpoint = dctx.project.backends.get(name) if dctx.project is not None else None
     try:
         cfg = chat_config(name, endpoint, sim_url=None, timeout_s=dctx.client.settings.http_timeout_s)
-    except ConfigError as exc:
-        return [Check(f"{name} credentials", "fail", str(exc), "See the message.")]
+    except EndpointConfigError as exc:
+        return [Check(f"{name} credentials", "fail", str(exc), exc.fix)]
     checks = [Check(f"{name} credentials", "ok", f"key from {cfg.key_setting}" if cfg.api_key else
                     "no key is sent (the table names no api_key_env)")]
+    warning = _endpoint_warning(name, endpoint)
+    if warning:
+        checks.append(Check(f"{name} key variable", "warn", warning,
+                            f"Set [backends.{name}] api_key_env to the variable that holds this server's key."))
     assert dctx.client.session is not None and dctx.client.limiters is not None
     client = ChatClient(cfg, session=dctx.client.session, limiters=dctx.client.limiters,
                         policy=dctx.client.policy(), clock=dctx.client.clock, secrets=dctx.client.secrets)

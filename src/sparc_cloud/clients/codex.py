@@ -23,8 +23,10 @@ from urllib.parse import quote
 import requests
 
 from sparc_cloud import defaults
-from sparc_cloud.clients.auth import CodexAuth, codex_user_agent
-from sparc_cloud.clients.gitref import resolve_branch
+from sparc_cloud.clients import codex_errors
+from sparc_cloud.clients.codex_auth import CodexAuth, codex_user_agent
+from sparc_cloud.clients.codex_gitref import resolve_branch
+from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting
 from sparc_cloud.errors import (
     AuthError,
@@ -41,7 +43,7 @@ from sparc_cloud.errors import (
     Unreachable,
 )
 from sparc_cloud.http.clock import Clock
-from sparc_cloud.http.ratelimit import RateLimiters
+from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry
 from sparc_cloud.http.transport import exchange
 from sparc_cloud.redact import SecretRegistry
@@ -320,7 +322,7 @@ class CodexClient:
             return exchange(
                 self.session, method, url, endpoint=endpoint, secrets=self.secrets, now_wall=self.clock.wall(),
                 timeout_s=self.timeout_s, headers=self._headers(token, json_body is not None),
-                json_body=json_body, params=params, origin=self.base_setting,
+                json_body=json_body, params=params, origin=self.base_setting, rules=codex_errors.classify,
             )
 
         token = self.auth.token()
@@ -645,5 +647,29 @@ class CodexClient:
                               f"give its id instead. Environments: {names}.")
         raise ConfigError(f"No Codex environment has the id or name {id_or_label!r}. Your environments: {names}. "
                           "Create one at https://chatgpt.com/codex/settings/environments or fix "
-                          "--codex-env / SPARC_CODEX_ENVIRONMENT.")
+                          "--environment / SPARC_CODEX_ENVIRONMENT.")
 
+
+POLL_KEY: Key = ("codex", "poll", "*")
+
+
+def make_codex(ctx: ClientContext) -> CodexClient:
+    """A Codex client with the auth.json credentials.
+
+    SPARC_CODEX_POLLS_PER_MINUTE, when set, is the poll budget (over the default and the project's
+    `[limits."codex.poll"]`); unset, the limiter keeps what it has (the default, or the project's)."""
+    s = ctx.settings
+    assert ctx.limiters is not None and ctx.session is not None
+    auth = CodexAuth(
+        s.codex_auth_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session, refresh=s.codex_refresh,
+        refresh_url=s.codex_refresh_url, client_id=s.codex_oauth_client_id, timeout_s=s.http_timeout_s,
+    )
+    if s.codex_polls_per_minute is not None:
+        burst = ctx.limiters.limit_for(POLL_KEY).burst
+        ctx.limiters.limits[POLL_KEY] = RateLimit(per_minute=s.codex_polls_per_minute, burst=burst)
+    return CodexClient(
+        base_url=s.codex_base_url, auth=auth, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(),
+        clock=ctx.clock, secrets=ctx.secrets, path_style=s.codex_path_style,
+        poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s, base_setting="SPARC_CODEX_BASE_URL",
+        on_retry=ctx.on_retry,
+    )

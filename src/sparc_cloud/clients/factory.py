@@ -1,4 +1,5 @@
-"""Build the Gemini and Codex clients from settings: the one place that knows how settings map to them."""
+"""What every client of a run shares (`ClientContext`: settings, clock, secrets, session, limiters, retry policy).
+Each provider's client module builds its client from it (`make_<client>(ctx)`)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,12 @@ from typing import IO
 import requests
 
 from sparc_cloud import defaults
-from sparc_cloud.clients.auth import CodexAuth, GeminiOAuth
-from sparc_cloud.clients.codex import CodexClient
-from sparc_cloud.clients.gemini import DEFAULT_FALLBACK, GeminiClient, GeminiConfig
-from sparc_cloud.clients.polling import PollPolicy
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy
 from sparc_cloud.http.session import Session
 from sparc_cloud.redact import SecretRegistry
-from sparc_cloud.settings import Settings, setting_name
-
-CODEX_POLL_KEY: Key = ("codex", "poll", "*")
+from sparc_cloud.settings import Settings
 
 
 def notice_printer(stream: IO[str] | None = None, secrets: SecretRegistry | None = None
@@ -40,7 +35,7 @@ def notice_printer(stream: IO[str] | None = None, secrets: SecretRegistry | None
 
 @dataclass
 class ClientContext:
-    """What both clients share in one run.
+    """What every client shares in one run.
 
     `on_retry` hears of the retries of calls made outside an agent (project discovery, the environment
     list, doctor); by default each is a line on stderr, so a run never waits in silence."""
@@ -68,55 +63,3 @@ class ClientContext:
         s = self.settings
         return RetryPolicy(max_attempts=s.retry_max_attempts, deadline_s=s.retry_deadline_s,
                            initial_s=s.retry_initial_s, max_wait_s=s.retry_max_wait_s, time_scale=self.time_scale)
-
-
-def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -> GeminiClient:
-    """A Gemini client: API-key mode when a key is configured, else Code Assist with the OAuth file."""
-    s = ctx.settings
-    assert ctx.limiters is not None and ctx.session is not None
-    api_key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
-    use_fallback = fallback if fallback is not None else (DEFAULT_FALLBACK if s.gemini_fallback else None)
-    config = GeminiConfig(
-        mode="api-key" if api_key else "code-assist",
-        base_url=s.code_assist_base(),
-        api_base_url=s.gemini_api_base_url,
-        project=s.google_cloud_project,
-        timeout_s=s.http_timeout_s,
-        fallback=use_fallback,
-        base_setting=s.code_assist_source(),
-        api_setting=setting_name("gemini_api_base_url"),
-    )
-    oauth = None
-    if not api_key:
-        secret = s.gemini_oauth_client_secret.get_secret_value() if s.gemini_oauth_client_secret else None
-        ctx.secrets.add(secret)
-        oauth = GeminiOAuth(
-            s.gemini_creds_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session,
-            client_id=s.gemini_oauth_client_id, client_secret=secret, token_url=s.gemini_oauth_token_url,
-            refresh_command=s.gemini_refresh_command or None, time_scale=ctx.time_scale,
-            timeout_s=s.http_timeout_s,
-        )
-    return GeminiClient(config, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(), clock=ctx.clock,
-                        secrets=ctx.secrets, oauth=oauth, api_key=api_key, on_retry=ctx.on_retry)
-
-
-def make_codex(ctx: ClientContext) -> CodexClient:
-    """A Codex client with the auth.json credentials.
-
-    SPARC_CODEX_POLLS_PER_MINUTE, when set, is the poll budget (over the default and the project's
-    `[limits."codex.poll"]`); unset, the limiter keeps what it has (the default, or the project's)."""
-    s = ctx.settings
-    assert ctx.limiters is not None and ctx.session is not None
-    auth = CodexAuth(
-        s.codex_auth_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session, refresh=s.codex_refresh,
-        refresh_url=s.codex_refresh_url, client_id=s.codex_oauth_client_id, timeout_s=s.http_timeout_s,
-    )
-    if s.codex_polls_per_minute is not None:
-        burst = ctx.limiters.limit_for(CODEX_POLL_KEY).burst
-        ctx.limiters.limits[CODEX_POLL_KEY] = RateLimit(per_minute=s.codex_polls_per_minute, burst=burst)
-    return CodexClient(
-        base_url=s.codex_base_url, auth=auth, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(),
-        clock=ctx.clock, secrets=ctx.secrets, path_style=s.codex_path_style,
-        poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s, base_setting="SPARC_CODEX_BASE_URL",
-        on_retry=ctx.on_retry,
-    )

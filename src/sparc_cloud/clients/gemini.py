@@ -19,7 +19,9 @@ from typing import Any, Literal
 import requests
 
 from sparc_cloud import __version__, defaults
-from sparc_cloud.clients.auth import GeminiOAuth
+from sparc_cloud.clients import gemini_errors, gemini_settings
+from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.clients.gemini_auth import GeminiOAuth
 from sparc_cloud.errors import (
     AuthError,
     CapacityExhausted,
@@ -36,6 +38,7 @@ from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry
 from sparc_cloud.http.transport import exchange
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.settings import setting_name
 
 GENERATION_CONFIG_KEYS = {
     "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "responseLogprobs",
@@ -80,16 +83,16 @@ class GeminiConfig:
     """Where and how to call Gemini."""
 
     mode: Literal["code-assist", "api-key"] = "code-assist"
-    base_url: str = f"{defaults.CODE_ASSIST_ENDPOINT}/{defaults.CODE_ASSIST_API_VERSION}"  # {endpoint}/{version}
-    api_base_url: str = defaults.GEMINI_API_BASE
+    base_url: str = gemini_settings.CODE_ASSIST_BASE  # {endpoint}/{version}
+    api_base_url: str = gemini_settings.API_BASE
     project: str | None = None  # GOOGLE_CLOUD_PROJECT: offered to loadCodeAssist, used when it names none
     timeout_s: float = defaults.HTTP_TIMEOUT_S
     fallback: dict[str, str] | None = None  # model -> next model on terminal quota or lasting capacity; None = off
     generation_config: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.4})
     base_setting: str = "SPARC_GEMINI_BASE_URL"  # the setting(s) base_url comes from, for messages
     api_setting: str = "SPARC_GEMINI_API_BASE_URL"
-    onboard_poll_s: float = defaults.ONBOARD_POLL_S
-    onboard_max_polls: int = defaults.ONBOARD_MAX_POLLS
+    onboard_poll_s: float = gemini_settings.ONBOARD_POLL_S
+    onboard_max_polls: int = gemini_settings.ONBOARD_MAX_POLLS
 
 
 def extract_text(response: dict[str, Any]) -> str:
@@ -197,7 +200,7 @@ class GeminiClient:
             assert isinstance(last, RetriesExhausted)
             hint = ("" if self.config.fallback is not None else
                     " Try again later, or let it fall back to another model (SPARC_GEMINI_FALLBACK=true, "
-                    "--gemini-fallback, or [gemini] fallback = true in the project).")
+                    "--fallback, or [gemini] fallback = true in the project).")
             return RetriesExhausted(f"{model} has no capacity on the server: {last}{hint}", attempts=last.attempts,
                                     status=last.status)
         tried = "; then ".join(f"{m}: {e}" for m, e in failures)
@@ -257,7 +260,7 @@ class GeminiClient:
         return exchange(
             self.session, "POST" if body is not None else "GET", url, endpoint=endpoint, secrets=self.secrets,
             now_wall=self.clock.wall(), timeout_s=self.config.timeout_s, headers=headers, json_body=body,
-            origin=origin,
+            origin=origin, rules=gemini_errors.classify,
         )
 
     def method_url(self, method: str) -> str:
@@ -415,3 +418,33 @@ class GeminiClient:
                                "GOOGLE_CLOUD_PROJECT to a project with Code Assist, or use GEMINI_API_KEY.")
         return ConfigError("Gemini Code Assist needs a Google Cloud project for this account: set "
                            "GOOGLE_CLOUD_PROJECT to its id (or use GEMINI_API_KEY).")
+
+
+def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -> GeminiClient:
+    """A Gemini client: API-key mode when a key is configured, else Code Assist with the OAuth file."""
+    s = ctx.settings
+    assert ctx.limiters is not None and ctx.session is not None
+    api_key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
+    use_fallback = fallback if fallback is not None else (DEFAULT_FALLBACK if s.gemini_fallback else None)
+    config = GeminiConfig(
+        mode="api-key" if api_key else "code-assist",
+        base_url=s.code_assist_base(),
+        api_base_url=s.gemini_api_base_url,
+        project=s.google_cloud_project,
+        timeout_s=s.http_timeout_s,
+        fallback=use_fallback,
+        base_setting=s.code_assist_source(),
+        api_setting=setting_name("gemini_api_base_url"),
+    )
+    oauth = None
+    if not api_key:
+        secret = s.gemini_oauth_client_secret.get_secret_value() if s.gemini_oauth_client_secret else None
+        ctx.secrets.add(secret)
+        oauth = GeminiOAuth(
+            s.gemini_creds_path(), clock=ctx.clock, secrets=ctx.secrets, session=ctx.session,
+            client_id=s.gemini_oauth_client_id, client_secret=secret, token_url=s.gemini_oauth_token_url,
+            refresh_command=s.gemini_refresh_command or None, time_scale=ctx.time_scale,
+            timeout_s=s.http_timeout_s,
+        )
+    return GeminiClient(config, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(), clock=ctx.clock,
+                        secrets=ctx.secrets, oauth=oauth, api_key=api_key, on_retry=ctx.on_retry)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sparc_cloud.bundle import AgentRecord, Bundle, load_bundle
 from sparc_cloud.critical_path import Node, Progress, expected_durations, schedule, time_left
-from sparc_cloud.dryrun import typical_latency_s
+from sparc_cloud.dryrun import agent_latency_s
 from sparc_cloud.errors import SparcError
 from sparc_cloud.phases import PHASES, Output, Plan, plan_for, render_prompt
 from sparc_cloud.runfolder import JournalState
@@ -334,7 +334,7 @@ def _projection(agents: list[dict[str, Any]], finished: bool) -> tuple[list[str]
     session = [a for a in agents if a["in_session"] and a["status"] not in ("reused", "skipped")]
     items = [Progress(a["id"], tuple(a["depends_on"]), a["model"], a["status"] in TERMINAL,
                       float(a["latency_s"] or 0.0), float(a["elapsed_s"] or 0.0),
-                      typical_latency_s(a["backend"], a["model"])) for a in session]
+                      agent_latency_s(a["backend"], a["model"])) for a in session]
     expected = expected_durations(items) or {}
     nodes = [Node(i.id, i.depends_on, i.latency_s if i.done else max(expected.get(i.id, 0.0), i.elapsed_s))
              for i in items]

@@ -1,4 +1,4 @@
-"""Thread-safe rate limiters keyed by (provider, endpoint, model).
+"""Thread-safe rate limiters keyed by (backend, endpoint, model).
 
 Each key is a token bucket (burst `burst`, refilled at `per_minute / 60` per second) implemented as
 GCRA with reservations: a caller that cannot go now reserves the next free slot and sleeps until it,
@@ -29,14 +29,7 @@ class RateLimit:
         return 60.0 / self.per_minute * time_scale
 
 
-# The runbook's measured limits (DESIGN.md): flash ~10 in a burst then ~1/s; pro ~3/min;
-# Codex task creation 10/min; Codex status polls 30/min per account.
-DEFAULT_LIMITS: dict[Key, RateLimit] = {
-    ("gemini", "generate", "gemini-2.5-flash"): RateLimit(*defaults.FLASH_LIMIT),
-    ("gemini", "generate", "gemini-2.5-pro"): RateLimit(*defaults.PRO_LIMIT),
-    ("codex", "create", "*"): RateLimit(*defaults.CODEX_CREATE_LIMIT),
-    ("codex", "poll", "*"): RateLimit(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
-}
+# Each backend kind declares its own default limits (`BackendKind.limits`); a key none names gets this one.
 FALLBACK_LIMIT = RateLimit(*defaults.OTHER_LIMIT)
 
 
@@ -50,7 +43,8 @@ class _Bucket:
 
 
 class RateLimiters:
-    """All limiters of one run. Keys not configured fall back to a per-provider default."""
+    """All limiters of one run (`limits`: the run's, from its backends' kinds). Keys not configured fall back to
+    `fallback`."""
 
     def __init__(
         self,
@@ -63,7 +57,7 @@ class RateLimiters:
         headroom: int = 1,
     ) -> None:
         self.clock = clock
-        self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
+        self.limits = dict(limits or {})
         self.time_scale = time_scale
         self.fallback = fallback
         # A throttled request waits this much longer than its slot: the server counts arrivals, and a

@@ -1,4 +1,4 @@
-"""The requests Session both clients share."""
+"""The requests Session every client shares."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Session(requests.Session):
     - `prepare_request` merges cookie jars, looks up `~/.netrc`, re-parses the URL and runs generic
       body detection. API calls (JSON or no body, headers we set, no request-level auth) take a lean
       path instead that produces the same prepared request: same URL preparation (cached per URL), same
-      headers and Content-Length, the session's cookies (Codex keeps Cloudflare's) when it has any.
+      headers and Content-Length, the session's cookies (a client may keep Cloudflare's) when it has any.
       `~/.netrc` is deliberately not consulted: its Basic credentials would replace our bearer token.
     Anything else (form bodies, files, auth objects, hooks) goes through requests' own code."""
 

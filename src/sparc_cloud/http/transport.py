@@ -1,4 +1,5 @@
-"""One HTTP exchange, turned into parsed JSON or a typed error. Both clients send through here."""
+"""One HTTP exchange, turned into parsed JSON or a typed error. Every client sends through here, with its own
+error rules (a `Rules` function, or a `classify_error` that builds the error itself)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,19 @@ from sparc_cloud.errors import (
     Unreachable,
     ValidationRequired,
 )
-from sparc_cloud.http.classify import classify, parse_error_body
+from sparc_cloud.http.classify import Classification, ErrorBody, classify_generic, parse_error_body
 from sparc_cloud.redact import SecretRegistry
+
+Rules = Callable[[int, ErrorBody, Mapping[str, str], float | None], Classification]
 
 
 def error_for(
-    status: int, text: str, headers: Any, *, endpoint: str, secrets: SecretRegistry, now_wall: float
+    status: int, text: str, headers: Any, *, endpoint: str, secrets: SecretRegistry, now_wall: float,
+    rules: Rules = classify_generic,
 ) -> SparcError:
-    """The typed error for a non-success answer (or a 200 that carries an error envelope)."""
+    """The typed error for a non-success answer (or a 200 that carries an error envelope), as `rules` decide."""
     body = parse_error_body(text)
-    decision = classify(status, body, dict(headers or {}), now_wall)
+    decision = rules(status, body, dict(headers or {}), now_wall)
     msg = secrets.redact(f"{endpoint}: HTTP {status}: {decision.message}")
     if decision.kind == "capacity":
         return CapacityExhausted(f"{msg} (the model has no capacity on the server right now; this is not your quota)",
@@ -48,7 +52,7 @@ def error_for(
     if decision.kind == "transient":
         return TransientError(msg, status=status, endpoint=endpoint, delay=decision.delay)
     if decision.kind == "terminal":
-        return TerminalQuota(f"{msg} (quota will not come back soon; not retried)", status=status,
+        return TerminalQuota(f"{msg} (quota will not come back soon; not retried)", status=status, delay=decision.delay,
                              endpoint=endpoint)
     if decision.kind == "not_found":
         return ModelNotFound(msg, status=status, endpoint=endpoint)
@@ -128,6 +132,7 @@ def exchange(
     json_body: Any = None,
     params: dict[str, str] | None = None,
     origin: str = "",
+    rules: Rules = classify_generic,
     classify_error: Callable[[int, str, Mapping[str, str]], SparcError] | None = None,
     on_headers: Callable[[Mapping[str, str]], None] | None = None,
 ) -> Any:
@@ -137,13 +142,14 @@ def exchange(
     `Unreachable` naming the address and that setting (nothing was sent). A timeout or a reset after the
     request went out is a `TransientError`: the server may have acted on it.
 
-    A client with its own error rules passes `classify_error(status, body text, headers)`, which maps a
+    `rules` decide what an error answer means (the client's provider rules; the generic ones by default).
+    A client that builds its errors itself passes `classify_error(status, body text, headers)`, which maps a
     non-2xx answer (or a 2xx error envelope) to the error to raise; `on_headers` sees every answer's headers
     (rate-limit headers steer a limiter)."""
     try:
         resp = session.request(method, url, headers=headers, json=json_body, params=params, timeout=timeout_s)
         # JSON is UTF-8 (RFC 8259): decode the bytes directly. `resp.text` would run charset detection over
-        # the whole body (megabytes for a Codex diff) whenever a server leaves the charset out.
+        # the whole body (megabytes for a diff) whenever a server leaves the charset out.
         text = resp.content.decode("utf-8", errors="replace")
     except (requests.exceptions.InvalidHeader, UnicodeEncodeError):
         # A header value with a newline or a non-Latin-1 character: a damaged credential, never worth a retry.
@@ -172,7 +178,7 @@ def exchange(
         if classify_error is not None:
             raise classify_error(resp.status_code, text, resp.headers)
         raise error_for(resp.status_code, text, resp.headers, endpoint=endpoint, secrets=secrets,
-                        now_wall=now_wall)
+                        now_wall=now_wall, rules=rules)
     if not text.strip():
         raise MalformedResponse(f"{endpoint}: HTTP {resp.status_code} with an empty body", endpoint=endpoint,
                                 status=resp.status_code)
@@ -189,5 +195,5 @@ def exchange(
         raise classify_error(embedded[0], embedded[1], resp.headers)
     if embedded:
         raise error_for(embedded[0], embedded[1], resp.headers, endpoint=endpoint, secrets=secrets,
-                        now_wall=now_wall)
+                        now_wall=now_wall, rules=rules)
     return data

@@ -8,10 +8,12 @@ window per model (`chat_limit` in the scenario). A refinement prompt that asks f
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
-from sparc_cloud.sim import answers
+from sparc_cloud.sim import answers, routing
 from sparc_cloud.sim.content import codex_result, gemini_text, text_kind
 from sparc_cloud.sim.envelopes import go_duration
 from sparc_cloud.sim.state import SimState, prompt_digest
@@ -184,3 +186,25 @@ def _fault(state: SimState, fault: str, model: str) -> Reply:
     code = int(base) if base.isdigit() else 503
     return openai_error(code, "The server had an error while processing your request. Sorry about that!",
                         "server_error", None)
+
+
+def _route(h: routing.SimHandler, method: str, path: str) -> None:
+    auth = h.headers.get("Authorization")
+    if path == "/v1/models" and method == "GET":
+        status, body, headers = models(h.state, auth)
+    elif path == "/v1/chat/completions" and method == "POST":
+        status, body, headers = completions(h.state, auth, h.body())
+    else:
+        status, body, headers = openai_error(405, f"{method} is not allowed on {path}", "invalid_request_error", None)
+    if status < 0:  # a transport-level fault the shared plumbing answers
+        h.answer_fault(str(body), "chat", routing.PLAIN)
+    raise routing.Reply(status, body, headers)
+
+
+NAME = "openai"
+ROUTES = (routing.Route(None, re.compile(r"^/v1/(?:chat/completions|models)$"), lambda h, m: _route(h, h.command, m.group(0))),)
+
+
+def serve_lines(url: str, creds: Path | None) -> list[str]:
+    """What `sim serve` prints for OpenAI-compatible clients: the base URL and the key the simulator accepts."""
+    return [f"OPENAI_BASE_URL={url}/v1 (any OpenAI-compatible client; OPENAI_API_KEY={SIM_CHAT_KEY})"]

@@ -12,23 +12,22 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparc_cloud import defaults
+from sparc_cloud.backends.registry_fields import SIM_CONFIG_MODULES, ProviderSimFields
 from sparc_cloud.errors import ConfigError
+from sparc_cloud.sim.specs import LimitSpec
 
-Endpoint = Literal[
-    "gemini.generate", "gemini.load", "codex.create", "codex.poll", "codex.list", "codex.envs", "oauth.token",
-    "openai.chat",
-]
+# Where faults can be scripted: each provider's endpoints, and the token endpoints all logins share.
+ENDPOINTS: tuple[str, ...] = (*(e for m in SIM_CONFIG_MODULES for e in m.FAULT_ENDPOINTS), "oauth.token")
+# Responses only some endpoints answer (e.g. a task created and then its answer lost) -> those endpoints.
+RESPONSE_ENDPOINTS: dict[str, tuple[str, ...]] = {}
+for _module in SIM_CONFIG_MODULES:
+    for _response, _endpoint in _module.RESPONSE_ENDPOINTS.items():
+        RESPONSE_ENDPOINTS[_response] = (*RESPONSE_ENDPOINTS.get(_response, ()), _endpoint)
 FAULT_RESPONSES = (
     "400", "401", "403", "404", "500", "502", "503", "504", "429", "quota-daily", "capacity", "truncated",
-    "malformed", "empty", "error-200", "reset", "huge",
-    # codex.create only: the task IS created, then the answer is lost (a 502, a reset, or no answer at all)
-    "created-502", "created-reset", "created-timeout",
-    # openai.chat only: a refinement answer whose diff `git apply --check` refuses
-    "bad-diff",
-    # gemini.generate and openai.chat: a contract answer missing its main list (once: the repair turn runs), and
-    # a 400 refusing the request's JSON Schema (Gemini's responseJsonSchema, OpenAI's json_schema format)
-    "bad-json", "schema-400",
+    "malformed", "empty", "error-200", "reset", "huge", *RESPONSE_ENDPOINTS,
 )
+__all__ = ["ENDPOINTS", "FAULT_RESPONSES", "Fault", "LimitSpec", "SimConfig", "TaskScript", "load_scenario"]
 
 
 def _check_response(value: str) -> str:
@@ -45,12 +44,19 @@ class Fault(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: Endpoint
+    endpoint: str
     model: str | None = None
     at_call: int | None = Field(default=None, ge=1)
     responses: list[str] = Field(min_length=1)
     probability: float | None = Field(default=None, gt=0, le=1)
     max_count: int | None = Field(default=None, ge=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {value!r}; use one of {', '.join(ENDPOINTS)}")
+        return value
 
     @field_validator("responses")
     @classmethod
@@ -58,19 +64,16 @@ class Fault(BaseModel):
         return [_check_response(v) for v in values]
 
     @model_validator(mode="after")
-    def _created_only_on_create(self) -> Fault:
-        if self.endpoint != "codex.create" and any(r.startswith("created-") for r in self.responses):
-            raise ValueError("created-502 / created-reset / created-timeout apply to endpoint codex.create only")
-        if self.endpoint != "openai.chat" and "bad-diff" in self.responses:
-            raise ValueError("bad-diff applies to endpoint openai.chat only")
-        if self.endpoint not in ("openai.chat", "gemini.generate") and \
-                {"bad-json", "schema-400"} & set(self.responses):
-            raise ValueError("bad-json and schema-400 apply to endpoints gemini.generate and openai.chat only")
+    def _only_where_they_apply(self) -> Fault:
+        for response in self.responses:
+            only = RESPONSE_ENDPOINTS.get(response.split(":", 1)[0])
+            if only is not None and self.endpoint not in only:
+                raise ValueError(f"{response} applies to endpoint {' and '.join(only)} only")
         return self
 
 
 class TaskScript(BaseModel):
-    """How the N-th created Codex task (1-based) ends."""
+    """How the N-th created cloud task (1-based) ends."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,35 +83,18 @@ class TaskScript(BaseModel):
     error_message: str = "The task container exited unexpectedly."
 
 
-class LimitSpec(BaseModel):
-    """A requests-per-minute limit with a burst."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    per_minute: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
-
-
 def _default_latency() -> dict[str, tuple[float, float]]:
-    return {
-        "gemini-2.5-flash": (15.0, 25.0),
-        "gemini-2.5-pro": (20.0, 40.0),
-        "codex-task": (30.0, 90.0),
-        "*": (10.0, 20.0),
-    }
+    return {**{k: v for m in SIM_CONFIG_MODULES for k, v in m.LATENCY.items()}, "*": (10.0, 20.0)}
 
 
 def _default_limits() -> dict[str, LimitSpec]:
-    return {
-        "gemini-2.5-flash": LimitSpec(per_minute=defaults.FLASH_LIMIT[0], burst=defaults.FLASH_LIMIT[1]),
-        "gemini-2.5-pro": LimitSpec(per_minute=defaults.PRO_LIMIT[0], burst=defaults.PRO_LIMIT[1]),
-        "codex.create": LimitSpec(per_minute=defaults.CODEX_CREATE_LIMIT[0], burst=defaults.CODEX_CREATE_LIMIT[1]),
-        "codex.poll": LimitSpec(per_minute=defaults.CODEX_POLLS_PER_MINUTE, burst=defaults.CODEX_POLL_BURST),
-    }
+    return {name: LimitSpec(per_minute=rpm, burst=burst) for m in SIM_CONFIG_MODULES
+            for name, (rpm, burst) in m.LIMITS.items()}
 
 
-class SimConfig(BaseModel):
-    """Everything the simulator does, with the runbook's figures as defaults."""
+class SimConfig(ProviderSimFields):
+    """Everything the simulator does, with the runbook's figures as defaults (each simulated provider's own
+    fields come from `sim/<provider>_config.py`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -117,35 +103,11 @@ class SimConfig(BaseModel):
     latency: dict[str, tuple[float, float]] = Field(default_factory=_default_latency)
     limits: dict[str, LimitSpec] = Field(default_factory=_default_limits)
     enforce_limits: bool = True
-    gemini_token_life_s: float = Field(default=3000.0, gt=0)
-    codex_token_life_s: float = Field(default=864000.0, gt=0)
-    models: list[str] = Field(
-        default_factory=lambda: [
-            "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3-flash",
-            "gemini-3-pro-preview", "gemini-3-flash-preview",
-        ]
-    )
-    project_id: str = "sim-project-4242"
-    # false: the Google account has no Code Assist tier yet; loadCodeAssist offers the free tier and the
-    # client must onboardUser (a long-running operation, done after `onboard_polls` polls) first
-    onboarded: bool = True
-    onboard_polls: int = Field(default=2, ge=0)
-    environments: list[dict[str, object]] = Field(
-        default_factory=lambda: [
-            {"id": "env_sim_memory_extension", "label": "memory-extension", "is_pinned": True, "task_count": 12},
-            {"id": "env_sim_playground", "label": "playground", "is_pinned": False, "task_count": 3},
-        ]
-    )
-    # OpenAI-compatible /v1: requests per minute per model (sent back in x-ratelimit-* headers), and the
-    # models GET /v1/models lists (chat/completions answers any model name: local servers have any)
-    chat_limit: LimitSpec = Field(default_factory=lambda: LimitSpec(per_minute=defaults.OPENAI_LIMIT[0],
-                                                                    burst=defaults.OPENAI_LIMIT[1]))
-    chat_models: list[str] = Field(default_factory=lambda: ["gpt-4.1", "gpt-4.1-mini", "llama3.1:8b"])
     faults: list[Fault] = Field(default_factory=list)
     tasks: list[TaskScript] = Field(default_factory=list)
 
     def latency_for(self, model: str) -> tuple[float, float]:
-        """The latency range of a model (or of Codex tasks: `codex-task`)."""
+        """The latency range of a model (or of what a kind names instead, e.g. a task's)."""
         return self.latency.get(model) or self.latency.get("*") or (1.0, 2.0)
 
 

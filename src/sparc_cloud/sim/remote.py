@@ -11,14 +11,13 @@ def remote_settings(settings: Settings) -> tuple[dict[str, object], float]:
     `sim serve --write-creds` wrote into SPARC_SIM_CREDS."""
     import requests
 
-    from sparc_cloud.sim.server import client_settings
+    from sparc_cloud.sim.server import client_settings, credential_paths
 
     url = (settings.sim_url or "").rstrip("/")
     if settings.sim_creds is None:
         raise ConfigError(f"SPARC_SIM_URL={url} needs SPARC_SIM_CREDS: the folder you gave `sparc-cloud sim serve "
                           "--write-creds DIR` (the simulator only accepts the credentials it wrote).")
-    paths = {"gemini": settings.sim_creds / ".gemini" / "oauth_creds.json",
-             "codex": settings.sim_creds / ".codex" / "auth.json"}
+    paths = credential_paths(settings.sim_creds)
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise ConfigError(f"SPARC_SIM_CREDS={settings.sim_creds} has no {' or '.join(missing)}. Start the simulator "

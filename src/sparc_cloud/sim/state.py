@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparc_cloud import defaults
+from sparc_cloud.backends.registry import limit_key
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
@@ -113,7 +113,7 @@ class SimState:
         limits: dict[Key, RateLimit] = {}
         for name, spec in config.limits.items():
             limit = RateLimit(per_minute=spec.per_minute, burst=spec.burst)
-            limits[defaults.limit_key(name)] = limit
+            limits[limit_key(name)] = limit
         return RateLimiters(self.clock, limits, time_scale=config.time_scale,
                             fallback=RateLimit(per_minute=600, burst=60))
 

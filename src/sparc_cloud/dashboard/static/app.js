@@ -186,7 +186,7 @@
     field(list, "tokens", (a.tokens || 0).toLocaleString() + (a.tokens_estimated ? " (estimated)" : ""));
     field(list, "cost", usd(a.cost_usd));
     field(list, "on critical path", a.critical ? "yes" : "no");
-    if (rec.task_id) field(list, "Codex task", rec.task_id + (a.polls ? " (" + a.polls + " polls)" : ""));
+    if (rec.task_id) field(list, "Task", rec.task_id + (a.polls ? " (" + a.polls + " polls)" : ""));
     if (a.error) field(list, "error", a.error);
     const sections = byId("detail-sections");
     while (sections.firstChild) sections.removeChild(sections.firstChild);

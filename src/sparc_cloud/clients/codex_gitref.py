@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparc_cloud import defaults
+from sparc_cloud.clients import codex_settings
 
 GIT_TIMEOUT_S = 5.0  # as upstream's run_git_command_with_timeout
 
@@ -72,4 +72,4 @@ def resolve_branch(explicit: str | None, project: str | None = None, cwd: Path |
     found = default_branch(where)
     if found:
         return BranchChoice(found, f"the default branch of {where}")
-    return BranchChoice(defaults.CODEX_DEFAULT_BRANCH, "the default")
+    return BranchChoice(codex_settings.DEFAULT_BRANCH, "the default")
