@@ -515,7 +515,8 @@ def test_the_repair_turn_keeps_the_format_the_server_took_and_adds_up_usage() ->
 
 @pytest.mark.parametrize("api_key", [False, True], ids=["code-assist", "public-api"])
 def test_gemini_answers_a_schema_with_json_on_both_paths(sim: Any, isolated_env: Path, api_key: bool) -> None:
-    from sparc_cloud.clients.factory import ClientContext, make_gemini
+    from sparc_cloud.clients.factory import ClientContext
+    from sparc_cloud.clients.gemini import make_gemini
     from sparc_cloud.redact import SecretRegistry
     from tests.conftest import FAST, sim_settings
 

@@ -33,7 +33,13 @@ class FakeCodex:
     list_errors: list[Exception] = field(default_factory=list)
     details_errors: dict[str, list[Exception]] = field(default_factory=dict)
     started_at: dict[str, float] = field(default_factory=dict)  # when a running task last changed (default 0)
+    server: RateLimiters | None = None  # polices every request like the service (list and details alike)
+    refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def police(self) -> None:
+        if self.server is not None and self.server.try_acquire(KEY, leeway_s=0.002) > 0:
+            self.refused += 1
 
     def status(self, task_id: str) -> str:
         return "completed" if self.clock.now() >= self.finish_at[task_id] else "in_progress"
@@ -45,6 +51,7 @@ class FakeCodex:
     def list_page(self, cursor: str | None, task_ids: frozenset[str]) -> ListPage:
         with self.lock:
             self.requests.append(("list", self.clock.now()))
+            self.police()
             if self.list_errors:
                 raise self.list_errors.pop(0)
         rows = sorted(self.finish_at, key=lambda t: -self.updated_at(t))
@@ -58,6 +65,7 @@ class FakeCodex:
     def fetch(self, task_id: str) -> str:
         with self.lock:
             self.requests.append((f"details {task_id}", self.clock.now()))
+            self.police()
             errors = self.details_errors.get(task_id)
             if errors:
                 raise errors.pop(0)
@@ -172,7 +180,49 @@ def test_a_finished_task_is_confirmed_right_after_the_sweep_that_shows_it() -> N
     seen = next(t for r, t in fake.requests if r == "list" and t >= fake.finish_at["a"])
     confirmed = next(t for r, t in fake.requests if r == "details a")
     assert confirmed - seen <= 0.1  # one slot is kept in hand for it: no wait for the next slot
-    assert seen - fake.finish_at["a"] <= 3.0 + 0.1  # sweeps are 1.5 poll slots (3 s at 30/min) apart
+    assert seen - fake.finish_at["a"] <= 2.0 + 0.1  # the burst is full: a sweep every poll slot (2 s at 30/min)
+
+
+def test_tasks_one_sweep_shows_finished_are_confirmed_at_once_oldest_finish_first() -> None:
+    """Confirms spend the burst: three finished tasks are confirmed right after the sweep that shows them,
+    without waiting a poll slot each, in the order they finished (the list's `updated_at`)."""
+    clock = GatedClock()
+    start = clock.now()
+    fake = FakeCodex(clock, finish_at={"late": start + 41.002, "mid": start + 41.001, "early": start + 41.0,
+                                       "other": start + 500})
+    outcomes = wait_all(poller(fake), ["late", "mid", "early", "other"])
+    assert all(outcomes[t].result == "completed" for t in ("late", "mid", "early"))
+    seen = next(t for r, t in fake.requests if r == "list" and t >= start + 41.002)
+    confirms = [(r, t) for r, t in fake.requests if r.startswith("details")][:3]
+    assert [r for r, _ in confirms] == ["details early", "details mid", "details late"]
+    assert all(t - seen <= 0.1 for _, t in confirms)
+
+
+def test_a_full_burst_is_spent_on_sweeps_and_a_drained_one_spaces_them_out() -> None:
+    """While the client's share of the burst is full a slot not used is lost, so a sweep goes one slot (2 s
+    at 30/min) after the last; with the burst spent on confirms, sweeps are 1.75 slots (3.5 s) apart."""
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 1000})
+    sched = poller(fake)
+    sched._watches = {"a": _Watch("a", started=clock.now() - 60, last_poll=clock.now(), observed=1)}
+    sched._last_sweep = clock.now() - 2.0
+    assert sched._plan() == ("sweep", None, 0.0)
+    for _ in range(3):  # three confirms took the burst
+        sched.limiters.acquire(KEY)
+    assert sched._plan() == ("idle", None, pytest.approx(1.5))  # 3.5 s after the last sweep, not 2 s
+
+
+def test_a_burst_of_finishes_is_polled_without_a_single_429() -> None:
+    """Twenty tasks, eight of them finishing within 16 s: sweeps and confirms share 30 requests a minute and
+    the service's limiter (burst 5) never refuses one; each task costs exactly one details request."""
+    clock = GatedClock()
+    finishes = [31.2, 33.0, 40.8, 42.2, 51.2, 53.9, 58.2, 72.4, 76.9, 81.4, 81.4, 83.6, 83.7, 86.0, 88.5,
+                104.5, 109.8, 129.9, 131.9, 140.7]  # bench/polling.py's 20 tasks
+    fake = FakeCodex(clock, finish_at={f"t{i}": clock.now() + f for i, f in enumerate(finishes)},
+                     server=RateLimiters(clock, {KEY: RateLimit(per_minute=30, burst=5)}))
+    outcomes = wait_all(poller(fake), list(fake.finish_at))
+    assert all(o.result == "completed" for o in outcomes.values())
+    assert fake.refused == 0 and fake.count("details") == 20
 
 
 def test_list_and_details_disagree_so_the_task_is_not_final_until_details_say_so() -> None:

@@ -10,7 +10,22 @@ finished (a uniform prior over the expected duration range: one early poll to ca
 then none until the earliest expected finish, then every `max(min_interval, relative * elapsed)`).
 
 Every request (list page or details) takes a slot of the account's rate limiter, so the budget is never
-exceeded however many tasks are in flight. A request that fails (5xx, reset, truncated body) is retried
+exceeded however many tasks are in flight. How the slots are shared between sweeps and confirms:
+
+- a confirm goes first: tasks shown final wait for nothing but a slot, in the order the sweeps showed
+  them and, among those of one sweep, the one that finished first (the list's `updated_at`) first; a
+  sweep shows several finished tasks, they are confirmed at once from the client's share of the burst;
+- a sweep goes `min_sweep_gap_slots` (1 slot) after the last one while the burst is full (a slot left
+  unused then is lost), else `sweep_gap_slots` (1.75 slots) after it, and only when a slot is left for a
+  confirm right after it; one `max_sweep_gap_slots` (2.5 slots) late goes before waiting confirms;
+- no sweep before the earliest expected finish of some task (`expected_min_s`), except one early look.
+
+What the budget allows (bench/RESULTS.md): every task costs one confirm, so while tasks finish at the rate
+they can be created (10 a minute) confirms take a third of 30 requests a minute and sweeps cannot be closer
+than 3 s on average; when finishes bunch up (20 tasks submitted at once), fewer. A finished task then waits
+for the next sweep, and its confirm for a slot: p95 detection stays above 3 s at 20 and 100 tasks.
+
+A request that fails (5xx, reset, truncated body) is retried
 under the shared retry policy by the fetch functions; if it still fails, the task is *not* abandoned:
 it is polled again at its next turn until its waiter's timeout. Only answers that will not change (the
 task is gone, the credentials are refused) end a wait early."""
@@ -44,12 +59,14 @@ class PollPolicy:
     expected_min_s: float = defaults.POLL_EXPECTED_MIN_S
     expected_max_s: float = defaults.POLL_EXPECTED_MAX_S
     time_scale: float = 1.0
-    # Sweeps are paced in poll slots (60 / polls-per-minute s): 1.5 slots apart leaves a third of the budget
-    # for confirming finished tasks; after 2 slots a sweep goes before pending confirms. Measured in
-    # bench/polling.py (bench/RESULTS.md): at 30 polls/minute and 20 tasks, p95 seen-finished delay <= 3 s.
-    sweep_gap_slots: float = 1.5
+    # Sweeps are paced in poll slots (60 / polls-per-minute s; 2 s at 30/min). While the client's share of the
+    # burst is full, a slot not used is lost: sweep every `min_sweep_gap_slots`. Otherwise every
+    # `sweep_gap_slots`, so that tokens are there to confirm at once the tasks a sweep shows finished; a sweep
+    # `max_sweep_gap_slots` late goes before waiting confirms. Measured in bench/polling.py (bench/RESULTS.md).
+    sweep_gap_slots: float = 1.75
+    min_sweep_gap_slots: float = 1.0
     confirm_gap_s: float = defaults.POLL_MIN_INTERVAL_S  # after list and details disagreed, before asking again
-    max_sweep_gap_slots: float = 2.0
+    max_sweep_gap_slots: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class _Watch:
     error: BaseException | None = None
     last_error: BaseException | None = None
     last_status: str | None = None
+    final_at: float = math.inf  # when the list says it finished (`updated_at`), for confirming oldest first
     seen_mark: float | None = None  # newest `updated_at` of the list page that last showed this task
     done: threading.Event = field(default_factory=threading.Event)
     on_poll: Callable[[object], None] | None = None
@@ -174,22 +192,30 @@ class PollScheduler:
         rest = self._scaled(self.policy.expected_min_s)
         return self._sweep_failures < 2 or self.clock.now() - self._last_sweep >= rest
 
+    def _tokens(self) -> float:
+        """Requests the client's share of the burst could send at once now (fractional; at most spare + 1)."""
+        most = self.limiters.spare_slots(self.key) + 1
+        slot = self.limiters.limit_for(self.key).interval(self.limiters.time_scale)
+        return most - min(most, self.limiters.ready_in(self.key, most) / slot) if slot > 0 else float(most)
+
     def _plan(self, *, slot_in_hand: bool = False) -> tuple[str, _Watch | None, float]:
         """The next request: ("confirm" | "direct", watch) or ("sweep", None); ("idle", None, seconds) if none.
 
         A sweep waits until the limiter could also serve a confirm right after it, unless the slot for the
         sweep has already been taken (`slot_in_hand`)."""
         now = self.clock.now()
+        pol = self.policy
         watches = list(self._watches.values())
         listing = self._listing()
         listed = [w for w in watches if w.mode == "list"] if listing else []
         slot = self.limiters.limit_for(self.key).interval(self.limiters.time_scale)
-        overdue = self._last_sweep + self.policy.max_sweep_gap_slots * slot
+        overdue = self._last_sweep + pol.max_sweep_gap_slots * slot
         if listed and now >= overdue and min(self._list_due_at(w) for w in listed) <= now:
             return "sweep", None, 0.0  # confirms must not starve the sweep that speaks for every other task
         confirms = [w for w in watches if w.mode == "confirm" and w.confirm_after <= now]
         if confirms:
-            return "confirm", min(confirms, key=lambda w: w.confirm_after), 0.0
+            # In the order the sweeps showed them; among those one sweep showed, the one that finished first.
+            return "confirm", min(confirms, key=lambda w: (w.confirm_after, w.final_at)), 0.0
         direct = [w for w in watches if w.mode == "direct" or (w.mode == "list" and not listing)]
         due = [w for w in direct if self._due_at(w) <= now]
         if due:
@@ -197,8 +223,14 @@ class PollScheduler:
         waits = [self._due_at(w) for w in direct]
         waits += [w.confirm_after for w in watches if w.mode == "confirm"]
         if listed:
-            sweep_at = max(min(self._list_due_at(w) for w in listed),
-                           self._last_sweep + self.policy.sweep_gap_slots * slot)
+            # A sweep `sweep_gap_slots` after the last, or `min_sweep_gap_slots` after it once the burst is full
+            # again (a slot not used then is lost).
+            full = self.limiters.spare_slots(self.key) + 1
+            filled_at = now if slot_in_hand and self._tokens() + 1.0 >= full else (
+                now + self.limiters.ready_in(self.key, full))
+            sweep_at = min(self._last_sweep + pol.sweep_gap_slots * slot,
+                           max(self._last_sweep + pol.min_sweep_gap_slots * slot, filled_at))
+            sweep_at = max(min(self._list_due_at(w) for w in listed), sweep_at)
             if sweep_at <= now and not slot_in_hand and self.limiters.spare_slots(self.key):
                 # Keep one slot in hand: a task the sweep shows finished is confirmed at once, not a slot later.
                 sweep_at = now + self.limiters.ready_in(self.key, 2)
@@ -307,7 +339,7 @@ class PollScheduler:
 
     def _note_sightings(self, wanted: dict[str, float | None], seen: dict[str, Sighting], unchanged: set[str],
                         newest: float | None) -> None:
-        now = self.clock.now()
+        now, wall = self.clock.now(), self.clock.wall()
         changed: list[tuple[Callable[[object], None], Sighting]] = []
         with self._cond:
             for task_id in wanted:
@@ -329,6 +361,8 @@ class PollScheduler:
                 w.polls += 1
                 if sighting.final and w.confirm_after <= now:
                     w.mode, w.confirm_after = "confirm", now
+                    ago = 0.0 if sighting.updated_at is None else max(0.0, wall - sighting.updated_at)
+                    w.final_at = now - ago
         for on_poll, sighting in changed:
             on_poll(sighting)
 
