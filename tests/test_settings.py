@@ -272,6 +272,9 @@ def test_every_default_comes_from_defaults_py() -> None:
 
     sim_poll = SimConfig().limits["codex.poll"]
     assert (sim_poll.per_minute, sim_poll.burst) == (poll.per_minute, poll.burst)  # client and simulator agree
+    # A client made without a project (doctor, `codex envs`, the benchmarks) paces itself by the same defaults.
+    limiters = context(Settings()).limiters
+    assert limiters is not None and limiters.limit_for(("codex", "poll", "acct-1")) == poll
 
 
 # ----------------------------------------------------------------- settings that cannot work: exit 2

@@ -54,7 +54,12 @@ class ClientContext:
         if self.session is None:
             self.session = Session(self.pool_size)
         if self.limiters is None:
-            self.limiters = RateLimiters(self.clock, self.limits, time_scale=self.time_scale)
+            limits = self.limits
+            if limits is None:  # no project (doctor, `codex envs`, benchmarks): every kind's default limits
+                from sparc_cloud.backends.assemble import default_limits  # backends build on clients: import late
+
+                limits = default_limits()
+            self.limiters = RateLimiters(self.clock, limits, time_scale=self.time_scale)
         if self.on_retry is None:
             self.on_retry = notice_printer(secrets=self.secrets)
 
