@@ -208,6 +208,19 @@ def test_dry_run_prints_the_plan_cost_and_time_and_spends_nothing(isolated_env: 
     assert code == 0 and data["phases"] == [4, 5] and [a["id"] for a in data["agents"]][-1] == "p5-completion"
     assert data["estimated_cost_usd"] > 0 and data["estimated_time_s"] > 0
     assert data["order"][0] == ["p4-component-1", "p4-component-2", "p4-component-3", "p4-component-4", "p4-integration"]
+    assert data["assumptions"]["components"] is None  # the project lists its components
+
+
+def test_dry_run_of_a_project_that_leaves_the_split_to_the_architecture(isolated_env: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "notes-site.toml"
+    code, text = cli("run", "--project", str(example), "--dry-run")
+    assert code == 0 and "the architecture decides these components at run time" in text, text
+    assert "p4-assumed-component-4" in text
+    data = json.loads(cli("run", "--project", str(example), "--dry-run", "--json")[1])
+    phase_4 = data["order"][data["phases"].index(4)]
+    assert data["assumptions"]["components"] == 4 and len(phase_4) == 5 and phase_4[-1] == "p4-integration"
+    integration = next(a for a in data["agents"] if a["id"] == "p4-integration")
+    assert set(phase_4[:-1]) <= set(integration["depends_on"])
 
 
 # ---------------------------------------------------------------- flags and help

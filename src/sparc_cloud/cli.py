@@ -363,12 +363,12 @@ def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | N
     import json
 
     from sparc_cloud.backends.assemble import price_table, run_limits
-    from sparc_cloud.dryrun import estimate, format_plan
+    from sparc_cloud.dryrun import assumed_architecture, estimate, format_plan
     from sparc_cloud.phases import PHASES, build_plan
     from sparc_cloud.project import load_project, load_templates
 
     loaded, _ = load_project(project)
-    plan = build_plan(loaded, load_templates(loaded))
+    plan = build_plan(loaded, load_templates(loaded), assumed_architecture(loaded))
     selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
     names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
     data = estimate(plan, selected, run_limits(loaded, names), price_table(loaded, settings.prices),

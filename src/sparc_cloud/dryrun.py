@@ -15,12 +15,24 @@ from typing import Any
 from sparc_cloud.backends.assemble import kind_of
 from sparc_cloud.backends.base import BackendKind
 from sparc_cloud.backends.registry import KINDS, load_kind
+from sparc_cloud.contracts import Architecture, Component
 from sparc_cloud.costs import cost_usd
 from sparc_cloud.critical_path import Node, schedule
 from sparc_cloud.http.ratelimit import FALLBACK_LIMIT, Key, RateLimit
-from sparc_cloud.phases import PHASES, AgentSpec, Output, Plan, render_prompt
+from sparc_cloud.phases import GROWS_AT, PHASES, AgentSpec, Output, Plan, render_prompt
 from sparc_cloud.project import Project
 from sparc_cloud.sim import SimConfig
+
+ASSUMED_COMPONENTS = 4  # phase 4's size in a dry run of a project that leaves the split to the architecture
+
+
+def assumed_architecture(project: Project) -> Architecture | None:
+    """For a project with no `[[components]]`, an architecture of ASSUMED_COMPONENTS independent placeholder
+    components, so the dry run can show and price phase 4 (the real split is decided at run time); else None."""
+    if project.components:
+        return None
+    return Architecture(components=[Component(name=f"assumed component {i}", responsibility="decided at run time")
+                                    for i in range(1, ASSUMED_COMPONENTS + 1)])
 
 
 def call_key(kind: BackendKind, agent: AgentSpec) -> Key:
@@ -96,7 +108,9 @@ def estimate(plan: Plan, selected: list[int], limits: Mapping[Key, RateLimit],
         "estimated_cost_usd": round(sum(r["cost_usd"] for r in rows), 4),
         "estimated_time_s": round(ideal.length_s, 1),
         "critical_path": [s.agent_id for s in ideal.path],
-        "assumptions": {"output_tokens": {n: k.typical_output_tokens for n, k in kinds.items()}, "time_scale": time_scale},
+        "assumptions": {"output_tokens": {n: k.typical_output_tokens for n, k in kinds.items()}, "time_scale": time_scale,
+                        "components": (None if plan.project.components
+                                       else sum(1 for a in plan.agents if a.template == "component"))},
     }
 
 
@@ -116,11 +130,16 @@ def _limit_rows(limits: Mapping[Key, RateLimit], used: list[Key]) -> dict[str, d
 def format_plan(data: dict[str, Any], backend: str) -> str:
     """The estimate as text for a terminal."""
     lines = [f"Dry run of {data['project']} on {backend}: nothing is called, nothing is written.", ""]
+    width = max([16, *(len(r["id"]) for r in data["agents"])])
     for number, ids in zip(data["phases"], data["order"], strict=True):
         lines.append(f"Phase {number}: {PHASES[number][1]}")
+        assumed = data.get("assumptions", {}).get("components")
+        if number == GROWS_AT and assumed is not None:
+            lines.append(f"  (the architecture decides these components at run time; priced here as {assumed} "
+                         "independent ones)")
         for row in (r for r in data["agents"] if r["id"] in ids):
             after = f" after {', '.join(row['depends_on'])}" if row["depends_on"] else ""
-            lines.append(f"  {row['id']:<16} {row['backend']:<6} {row['model']:<18} ~{row['prompt_tokens']:,} in / "
+            lines.append(f"  {row['id']:<{width}} {row['backend']:<6} {row['model']:<18} ~{row['prompt_tokens']:,} in / "
                          f"~{row['output_tokens']:,} out tokens, ~${row['cost_usd']:.4f}, ~{row['latency_s']:.0f} s, "
                          f"starts at ~{row['start_s']:.0f} s{after}")
     lines.append("")

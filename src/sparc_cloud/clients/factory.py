@@ -55,7 +55,7 @@ class ClientContext:
             self.session = Session(self.pool_size)
         if self.limiters is None:
             limits = self.limits
-            if limits is None:  # no project (doctor, `codex envs`, benchmarks): every kind's default limits
+            if limits is None:  # no project (doctor, a kind's own commands, benchmarks): every kind's default limits
                 from sparc_cloud.backends.assemble import default_limits  # backends build on clients: import late
 
                 limits = default_limits()
