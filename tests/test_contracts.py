@@ -310,6 +310,11 @@ def test_a_rerun_of_phase_3_that_adds_and_removes_a_component(tmp_path: Path) ->
     assert "p4-notes-interface" not in records and records["p4-diagrams-interface"]["status"] == "completed"
     assert "Dropped from the bundle: p4-notes-interface" in output
     assert records["p4-publish-core"]["status"] == "completed"
+    # its files left the phase folder for history/, none deleted
+    phase_folder = out / "phase-4-refinement"
+    assert not list(phase_folder.glob("p4-notes-interface.*")) and (phase_folder / "p4-diagrams-interface.md").exists()
+    aside = out / "history" / f"{data['run_id']}-dropped" / "phase-4-refinement"
+    assert sorted(p.name for p in aside.iterdir()) == ["p4-notes-interface.md", "p4-notes-interface.patch"]
     # phases 1-3 are stale (the goal changed under them); phase 4 matches the architecture now
     assert {p["number"] for p in bundle(out)["phases"] if p["stale"]} == {1, 2, 3}
     # the journal still holds the dropped agent's record: neither a rerun nor a resume brings it back

@@ -699,8 +699,12 @@ def _drop(r: _Run, sinks: _Sinks) -> None:
     if not r.dropped:
         return
     _write_or_stop(r.options, r.folder, None, lambda: r.folder.append_dropped(r.bundle.run_id, r.dropped))
+    moved: list[str] = []
+    _write_or_stop(r.options, r.folder, None,
+                   lambda: moved.extend(r.folder.set_aside(r.bundle.run_id, GROWS_AT, r.dropped)))
+    where = f"; their files moved to history/{r.bundle.run_id}-dropped/" if moved else ""
     sinks.bus.emit(Event("phase_grown", phase=GROWS_AT, message=f"dropped from the bundle: {', '.join(r.dropped)} "
-                         "(components the architecture no longer names)", data={"dropped": r.dropped}))
+                         f"(components the architecture no longer names){where}", data={"dropped": r.dropped}))
 
 
 def _grow(r: _Run, sinks: _Sinks, executor: AgentExecutor, records: dict[str, AgentRecord]) -> None:

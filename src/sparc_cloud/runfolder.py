@@ -275,6 +275,29 @@ class RunFolder:
         """A line saying these agents left the plan: a resume no longer brings their records back."""
         self.journal_bytes += self._append_line({"run_id": run_id, "dropped": ids})
 
+    def set_aside(self, run_id: str, phase: int, ids: list[str]) -> list[str]:
+        """Move the files of agents that left the plan (`<id>.md`, `.patch`, `.json`) out of the phase folder into
+        `history/<run_id>-dropped/<phase folder>/`, so the folder shows only what the bundle holds; nothing is
+        deleted. Returns the names moved."""
+        folder = phase_dir(phase)
+        base = f"history/{check_component(run_id, 'the run id', str(self.bundle_path))}-dropped/{folder}"
+        moved = []
+        for aid in ids:
+            check_component(aid, "an agent id", str(self.journal_path))
+            for suffix in (".md", ".patch", ".json"):
+                name = f"{aid}{suffix}"
+                if self.root.kind(f"{folder}/{name}") != "file":
+                    continue
+                try:
+                    self.root.mkdir(base)
+                    if self.root.kind(f"{base}/{name}") != "missing":
+                        self.root.unlink(f"{base}/{name}")  # a component dropped again: its latest files
+                    self.root.move(f"{folder}/{name}", f"{base}/{name}")
+                except OSError as exc:
+                    raise self.write_failed(self.path / folder / name, exc) from None
+                moved.append(name)
+        return moved
+
     def sync(self) -> None:
         """fsync the journal."""
         with self._journal_lock:
