@@ -42,7 +42,7 @@ from typing import Any
 from common import emit, local_sim_settings, machine
 
 from sparc_cloud import defaults
-from sparc_cloud.clients import polling
+from sparc_cloud.clients import codex_polling as polling
 from sparc_cloud.clients.codex import make_codex
 from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.errors import Cancelled

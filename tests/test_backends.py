@@ -228,6 +228,7 @@ def test_report_counts_tokens_and_cost_per_backend(tmp_path: Path) -> None:
     assert all(s["tokens"] > 0 for s in shares.values()) and shares["openai"]["cost_usd"] > 0
     code, output = cli("report", str(out))
     assert "By backend: gemini 6 agents" in output
+    assert "; openai 1 agent, " in output and "; local 1 agent, " in output and "1 agents" not in output
 
 
 def test_provider_tables_are_declared_by_their_providers() -> None:

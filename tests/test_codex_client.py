@@ -16,7 +16,7 @@ import responses
 
 from sparc_cloud.clients.codex import CodexClient, TaskStatus, map_status, parse_details
 from sparc_cloud.clients.codex_auth import CodexAuth
-from sparc_cloud.clients.polling import PollPolicy
+from sparc_cloud.clients.codex_polling import PollPolicy
 from sparc_cloud.errors import (
     ApiError,
     AuthError,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting, WaitOutcome, _Watch
+from sparc_cloud.clients.codex_polling import ListPage, PollPolicy, PollScheduler, Sighting, WaitOutcome, _Watch
 from sparc_cloud.errors import ApiError, MalformedResponse, TaskGone, TransientError
 from sparc_cloud.http.clock import FakeClock
 from sparc_cloud.http.ratelimit import RateLimit, RateLimiters

@@ -18,7 +18,7 @@ from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import RateLimiters
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.sim import Fault, SimConfig, Simulator, TaskScript, load_scenario
-from sparc_cloud.sim.content import gemini_text
+from sparc_cloud.sim.content import text_answer
 from tests.conftest import FAST, sim_settings
 
 PROMPT = "SPARC phase 1 (specification): research agent 1 of 4.\nProject: demo\nTopic: Vector databases\n"
@@ -33,8 +33,8 @@ def test_generate_returns_phase_shaped_simulated_text(ctx: ClientContext) -> Non
 
 
 def test_content_is_deterministic_for_seed_and_prompt() -> None:
-    assert gemini_text(PROMPT, 7) == gemini_text(PROMPT, 7)
-    assert gemini_text(PROMPT, 7) != gemini_text(PROMPT, 8)
+    assert text_answer(PROMPT, 7) == text_answer(PROMPT, 7)
+    assert text_answer(PROMPT, 7) != text_answer(PROMPT, 8)
 
 
 def test_missing_or_unknown_bearer_token_gets_the_401_envelope(sim: Simulator) -> None:
@@ -406,7 +406,7 @@ def test_each_phase_gets_text_of_its_own_kind(template: str, heading: str) -> No
     text = resources.files("sparc_cloud.prompts").joinpath(f"{template}.md").read_text(encoding="utf-8")
     prompt = Template(text).safe_substitute(project_name="demo", topic="Vectors", component_name="Core",
                                             specification="# Specification: demo\nThe specification.")
-    answer = gemini_text(prompt, 1)
+    answer = text_answer(prompt, 1)
     assert heading in answer
     assert template == "synthesis" or "# Specification" not in answer.replace("# Specification: demo\n", "")
 

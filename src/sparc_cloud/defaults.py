@@ -1,14 +1,11 @@
-"""Every shared default in one place: limits, retry and timeout figures, poll pacing, run and simulator figures.
+"""Every shared default in one place: limits, retry and timeout figures, run and simulator figures.
 
-Settings, the retry policy, the rate limiters, the poll scheduler and the simulator all read their
-defaults from here, so a figure is changed once. A provider's own figures (URLs, client ids, its limits and
-prices) live with it; the rule that names a limiter key is `backends.registry.limit_key`. No imports: this
-module is cheap to load."""
+Settings, the retry policy, the rate limiters and the simulator all read their defaults from here, so a figure
+is changed once. A provider's own figures (URLs, client ids, its limits, prices, task poll pacing) live with it
+in `clients/<provider>_settings.py` (or `_defaults.py`); the rule that names a limiter key is
+`backends.registry.limit_key`. No imports: this module is cheap to load."""
 
 from __future__ import annotations
-
-# Each provider's own figures (URLs, client ids, limits, prices) live in its own modules under clients/.
-CODEX_LIST_PAGE = 20  # a task list page (clients/polling.py reads it here; it moves with that module)
 
 # --- Rate limits (requests per minute, burst) ---
 OTHER_LIMIT = (60.0, 10)  # any key without its own limit
@@ -26,13 +23,6 @@ HTTP_TIMEOUT_S = 120.0
 EAGER_REFRESH_S = 300.0  # OAuth tokens are refreshed 5 minutes before expiry (as google-auth-library does)
 DOCTOR_TIMEOUT_S = 10.0  # doctor makes one short attempt per check
 AGENT_TIMEOUT_S = 3600.0
-
-# --- Task poll pacing (clients/polling.py) ---
-POLL_INITIAL_S = 2.0
-POLL_MIN_INTERVAL_S = 2.0
-POLL_RELATIVE = 0.05
-POLL_EXPECTED_MIN_S = 30.0
-POLL_EXPECTED_MAX_S = 90.0
 
 # --- Runs and the simulator ---
 CONCURRENCY = 16

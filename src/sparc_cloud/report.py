@@ -11,6 +11,7 @@ from sparc_cloud.costs import priced
 from sparc_cloud.critical_path import from_bundle as critical_path_of
 from sparc_cloud.critical_path import session_records
 from sparc_cloud.runfolder import RunFolder
+from sparc_cloud.terminal import plural
 
 
 def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
@@ -180,11 +181,11 @@ def _totals_line(report: dict[str, Any]) -> str:
 
 
 def backend_line(report: dict[str, Any]) -> str | None:
-    """`By backend: NAME N agents, T tokens, $C; ...` when a run used more than one backend."""
+    """`By backend: NAME N agents, T tokens, $C; ...` (`1 agent`) when a run used more than one backend."""
     shares = report["totals"].get("by_backend") or {}
     if len(shares) < 2:
         return None
-    return "By backend: " + "; ".join(f"{name} {s['agents']} agents, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}"
+    return "By backend: " + "; ".join(f"{name} {plural(s['agents'], 'agent')}, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}"
                                       for name, s in shares.items())
 
 

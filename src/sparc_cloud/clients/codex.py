@@ -7,7 +7,7 @@ official rule: a base containing `/backend-api` uses `/wham/`, any other `/api/c
 Creating a task is made safe to retry: a create whose outcome is unknown (timeout, reset after the
 request went out, 5xx, an unreadable 2xx) is not sent again blindly; the task list is searched first for
 the task it may have created (by its marker, or its exact prompt), confirmed with the task's own user turn.
-Tasks in flight are polled through one list request for all of them (`clients/polling.py`)."""
+Tasks in flight are polled through one list request for all of them (`clients/codex_polling.py`)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from urllib.parse import quote
 import requests
 
 from sparc_cloud import defaults
-from sparc_cloud.clients import codex_errors
+from sparc_cloud.clients import codex_errors, codex_settings
 from sparc_cloud.clients.codex_auth import CodexAuth, codex_user_agent
 from sparc_cloud.clients.codex_gitref import resolve_branch
+from sparc_cloud.clients.codex_polling import ListPage, PollPolicy, PollScheduler, Sighting
 from sparc_cloud.clients.factory import ClientContext
-from sparc_cloud.clients.polling import ListPage, PollPolicy, PollScheduler, Sighting
 from sparc_cloud.errors import (
     AuthError,
     Cancelled,
@@ -475,7 +475,7 @@ class CodexClient:
     def _list_once(self, *, environment_id: str | None, cursor: str | None = None) -> dict[str, Any]:
         self.limiters.acquire(self._poll_key())
         data = self._send("GET", "/tasks/list", endpoint="codex list tasks",
-                          params=self._list_params(defaults.CODEX_LIST_PAGE, cursor, environment_id))
+                          params=self._list_params(codex_settings.LIST_PAGE, cursor, environment_id))
         if not isinstance(data, dict):
             raise MalformedResponse("codex list tasks: the answer is not a JSON object", endpoint="codex list tasks")
         return data
@@ -505,7 +505,7 @@ class CodexClient:
         """One page of the task list for the poller, filtered by environment when the watched tasks share one."""
         envs = {self._task_env.get(t) for t in task_ids}
         env = next(iter(envs)) if len(envs) == 1 else None
-        data = self.list_tasks(limit=defaults.CODEX_LIST_PAGE, cursor=cursor, environment_id=env, slot_taken=True)
+        data = self.list_tasks(limit=codex_settings.LIST_PAGE, cursor=cursor, environment_id=env, slot_taken=True)
         items = [s for s in (list_sighting(i) for i in data.get("items") or []) if s is not None]
         nxt = data.get("cursor")
         return ListPage(items=items, cursor=str(nxt) if isinstance(nxt, str) and nxt else None)

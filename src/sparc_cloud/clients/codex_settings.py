@@ -1,5 +1,5 @@
 """Codex Cloud's settings fragment, project table and defaults: the backend URL and path style, auth.json, token
-refresh, the environment and branch of a run, the poll budget, list prices, and the `[codex]` table of a project
+refresh, the environment and branch of a run, the poll budget and pacing, list prices, and the `[codex]` table of a project
 file. The registry composes the fragment into `settings.Settings` (`SPARC_CODEX_*`) and the table into
 `project.Project`. Import-free beyond pydantic: settings and projects load it early."""
 
@@ -24,6 +24,14 @@ DEFAULT_BRANCH = "main"  # upstream's last resort when no git ref can be found
 CREATE_LIMIT = (10.0, 10)
 POLLS_PER_MINUTE = 30.0
 POLL_BURST = 5
+LIST_PAGE = 20  # tasks per task list page (`codex cloud list`'s page size)
+# Task poll pacing (clients/codex_polling.py): the early look, the least gap between polls of one task, the relative
+# back-off, and the range a task's duration is expected in.
+POLL_INITIAL_S = 2.0
+POLL_MIN_INTERVAL_S = 2.0
+POLL_RELATIVE = 0.05
+POLL_EXPECTED_MIN_S = 30.0
+POLL_EXPECTED_MAX_S = 90.0
 
 # List price, USD per million tokens (input, output), for estimates only (Codex Cloud bills through a plan).
 PRICES: dict[str, tuple[float, float]] = {"codex": (1.25, 10.0)}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sparc_cloud.sim import answers, routing
-from sparc_cloud.sim.content import codex_result, gemini_text, text_kind
+from sparc_cloud.sim.content import task_result, text_answer, text_kind
 from sparc_cloud.sim.envelopes import go_duration
 from sparc_cloud.sim.state import SimState, prompt_digest
 
@@ -155,11 +155,11 @@ def completions(state: SimState, authorization: str | None, raw: bytes) -> Reply
 def answer(prompt: str, seed: int, *, broken: bool = False) -> str:
     """The text of an answer: a diff in a fence when a refinement prompt asks for one, else Markdown."""
     if text_kind(prompt) in ("refinement", "integration") and DIFF_WORDS in prompt.lower():
-        summary, diff, _ = codex_result(prompt, seed)
+        summary, diff, _ = task_result(prompt, seed)
         if broken:  # a hunk that claims more lines than it has: `git apply --check` refuses it
             diff = diff.replace("@@ -0,0 +1,", "@@ -0,0 +1,9", 1)
         return f"{summary}\n\n```diff\n{diff}```\n"
-    return gemini_text(prompt, seed)
+    return text_answer(prompt, seed)
 
 
 def _fault(state: SimState, fault: str, model: str) -> Reply:

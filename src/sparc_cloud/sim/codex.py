@@ -9,6 +9,7 @@ import binascii
 import contextlib
 import json
 import re
+import secrets as pysecrets
 import select
 import socket
 import time
@@ -18,9 +19,10 @@ from typing import Any
 
 from sparc_cloud.fsutil import atomic_write_text
 from sparc_cloud.sim import codex_envelopes as env
+from sparc_cloud.sim.content import task_result
 from sparc_cloud.sim.envelopes import BAD_GATEWAY_HTML
 from sparc_cloud.sim.routing import FaultStyle, Reply, Route, SimHandler
-from sparc_cloud.sim.state import SIM_ACCOUNT_ID, SimState, SimTask
+from sparc_cloud.sim.state import SimState, SimTask, b64
 
 NAME = "codex"
 CREDENTIALS = Path(".codex") / "auth.json"  # under the folder `--write-creds` names
@@ -28,6 +30,25 @@ BASE_PATH = "/backend-api"  # the Codex backend base under the simulator's URL
 _FINAL = ("completed", "failed", "cancelled")
 _HANG_UP_WAIT_S = 60.0  # created-timeout: how long the server waits at most for the client to give up
 _LEEWAY_S = 0.002
+SIM_ACCOUNT_ID = "acct-sim-0000-4242"  # the ChatGPT account the simulator's tokens are for
+REFRESH_PREFIX = "rt_sim_"  # the simulator's ChatGPT-style refresh tokens
+
+def issue_tokens(state: SimState) -> dict[str, Any]:
+    """Fresh ChatGPT-style tokens (JWT access token with `exp` and the account claim)."""
+    life = state.config.codex_token_life_s * state.config.time_scale
+    now = time.time()
+    claims = {"exp": now + life, "iat": now,
+              "https://api.openai.com/auth": {"chatgpt_account_id": SIM_ACCOUNT_ID, "chatgpt_plan_type": "pro"}}
+    access = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}.{pysecrets.token_hex(8)}"
+    id_token = f"{b64({'alg': 'none'})}.{b64({'email': 'sim@example.invalid', **claims})}.sig"
+    state.remember_token(NAME, access)
+    return {"access_token": access, "id_token": id_token}
+
+
+def counters(state: SimState) -> dict[str, Any]:
+    """What `/_sim/counters` shows of Codex's own (called under `state.lock`): the tasks created."""
+    return {f"{NAME}_tasks_created": len(state.tasks)}
+
 
 STYLE = FaultStyle(
     error=lambda code, model: env.codex_detail(f"HTTP {code}"),
@@ -42,14 +63,14 @@ def _token(h: SimHandler) -> None:
     body = h.json_body(STYLE) or {}
     h.apply_fault("oauth.token", "codex", STYLE)
     if body.get("grant_type") != "refresh_token" or h.state.refresh_tokens.get(
-            str(body.get("refresh_token"))) != "codex":
+            str(body.get("refresh_token"))) != NAME:
         raise Reply(401, {"error": {"code": "refresh_token_invalidated",
                                      "message": "Your refresh token has been invalidated."}})
-    raise Reply(200, h.state.issue_codex())
+    raise Reply(200, issue_tokens(h.state))
 
 
 def _routes(h: SimHandler, method: str, path: str) -> None:
-    why = h.state.check_token("codex", h.headers.get("Authorization"))
+    why = h.state.check_token(NAME, h.headers.get("Authorization"), h.state.config.codex_token_life_s)
     account = h.headers.get("ChatGPT-Account-Id")
     if why or account != SIM_ACCOUNT_ID:
         with h.state.lock:
@@ -109,7 +130,8 @@ def _create_task(h: SimHandler) -> None:
     if fault is not None and not fault.startswith("created-"):
         h.answer_fault(fault, "", STYLE)
     _limit(h, "create")
-    task = h.state.create_task(str(env_id), prompt)
+    task = h.state.add_task(NAME, str(env_id), prompt, task_id="task_e_" + pysecrets.token_hex(16),
+                            latency_model="codex-task", result=task_result(prompt, h.state.config.seed))
     if fault == "created-502":
         raise Reply(502, BAD_GATEWAY_HTML)
     if fault == "created-reset":
@@ -261,16 +283,16 @@ def written_by_simulator(data: dict[str, Any]) -> bool:
     """Whether an auth.json holds the simulator's fake tokens (so writing over it loses nothing)."""
     inner = data.get("tokens")
     tokens: dict[str, Any] = inner if isinstance(inner, dict) else data
-    return str(tokens.get("refresh_token") or "").startswith("rt_sim_") or tokens.get("account_id") == SIM_ACCOUNT_ID
+    return str(tokens.get("refresh_token") or "").startswith(REFRESH_PREFIX) or tokens.get("account_id") == SIM_ACCOUNT_ID
 
 
 def write_credentials(state: SimState, path: Path) -> None:
     """The auth.json the codex CLI writes, with tokens the simulator accepts."""
-    issued = state.issue_codex()
+    issued = issue_tokens(state)
     atomic_write_text(path, json.dumps({
         "auth_mode": "chatgpt", "OPENAI_API_KEY": None,
         "tokens": {"id_token": issued["id_token"], "access_token": issued["access_token"],
-                   "refresh_token": state.new_refresh_token("codex"), "account_id": SIM_ACCOUNT_ID},
+                   "refresh_token": state.new_refresh_token(NAME, REFRESH_PREFIX), "account_id": SIM_ACCOUNT_ID},
         "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
     }, indent=2), mode=0o600)
 

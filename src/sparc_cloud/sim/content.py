@@ -74,8 +74,8 @@ def text_kind(prompt: str) -> str:
     return min(found)[1] if found else "answer"
 
 
-def gemini_text(prompt: str, seed: int) -> str:
-    """A Markdown answer shaped by the kind of request."""
+def text_answer(prompt: str, seed: int) -> str:
+    """A Markdown answer shaped by the kind of request (what a model route answers with)."""
     rng = _rng(seed, prompt)
     kind = text_kind(prompt)
     topic = subject(prompt, "Topic")
@@ -132,11 +132,12 @@ def _new_file_diff(path: str, body: str) -> str:
     return header + f"@@ -0,0 +1,{len(content)} @@\n" + "".join(f"+{line}\n" for line in content)
 
 
-def codex_result(prompt: str, seed: int) -> tuple[str, str, list[str]]:
-    """(summary text, unified diff, worklog) for a Codex task prompt."""
+def task_result(prompt: str, seed: int) -> tuple[str, str, list[str]]:
+    """(summary text, unified diff, worklog) for a coding task's prompt (a cloud task, or a refinement asked for
+    as a diff)."""
     from sparc_cloud.sim import answers  # imported here: answers builds on this module
 
-    if answers.wants_json(prompt):  # a phase with a contract on Codex: the task's text is the JSON
+    if answers.wants_json(prompt):  # a phase with a contract on a task backend: the text is the JSON
         return answers.structured_text(prompt, seed), "", ["Writing the answer as JSON (simulated)."]
     rng = _rng(seed, prompt)
     project = slug(subject(prompt, "Project"))

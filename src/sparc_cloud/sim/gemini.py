@@ -15,14 +15,32 @@ from typing import Any
 from sparc_cloud.fsutil import atomic_write_text
 from sparc_cloud.sim import answers
 from sparc_cloud.sim import gemini_envelopes as env
-from sparc_cloud.sim.content import gemini_text
+from sparc_cloud.sim.content import text_answer
 from sparc_cloud.sim.routing import FaultStyle, Reply, Route, SimHandler, huge_text
-from sparc_cloud.sim.state import SIM_API_KEY, SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, prompt_digest
+from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, SimState, b64, prompt_digest
 
 NAME = "gemini"
 CREDENTIALS = Path(".gemini") / "oauth_creds.json"  # under the folder `--write-creds` names
 BASE_PATH = "/v1internal"  # the Code Assist base under the simulator's URL
+API_KEY = "sim-gemini-api-key-0000"  # what the public API routes accept as `x-goog-api-key`
+REFRESH_PREFIX = "1//sim-"  # the simulator's Google-style refresh tokens
 _LEEWAY_S = 0.002
+
+
+def issue_token(state: SimState) -> dict[str, Any]:
+    """A fresh Google-style token answer."""
+    token = "ya29.sim-" + pysecrets.token_hex(16)
+    state.remember_token(NAME, token)
+    life = state.config.gemini_token_life_s * state.config.time_scale
+    return {"access_token": token, "expires_in": life, "token_type": "Bearer",
+            "scope": "https://www.googleapis.com/auth/cloud-platform"}
+
+
+def id_token() -> str:
+    """An OpenID token like the one google-auth-library stores (`email` claim), unsigned."""
+    claims = {"iss": "https://accounts.google.com", "email": "sim@example.invalid", "email_verified": True,
+              "iat": int(time.time()), "exp": int(time.time()) + 3600}
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}.sig"
 
 
 def _huge(model: str, code_assist: bool) -> dict[str, Any]:
@@ -52,9 +70,9 @@ PUBLIC = _style(False)
 
 def _auth(h: SimHandler, code_assist: bool) -> None:
     if code_assist:
-        why = h.state.check_token("gemini", h.headers.get("Authorization"))
+        why = h.state.check_token(NAME, h.headers.get("Authorization"), h.state.config.gemini_token_life_s)
     else:
-        why = None if h.headers.get("x-goog-api-key") == SIM_API_KEY else "bad api key"
+        why = None if h.headers.get("x-goog-api-key") == API_KEY else "bad api key"
         if why:
             raise Reply(400, env.google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."))
     if why:
@@ -127,7 +145,7 @@ def _generate(h: SimHandler, *, code_assist: bool, model: str | None) -> None:
     if gen.get("responseMimeType") == "application/json" or answers.wants_json(prompt):
         text = answers.structured_text(prompt, state.config.seed, broken=fault == "bad-json")
     else:
-        text = gemini_text(prompt, state.config.seed)
+        text = text_answer(prompt, state.config.seed)
     prompt_tokens = max(1, len(prompt) // 4)
     output_tokens = max(1, len(text) // 4)
     inner = {
@@ -205,7 +223,7 @@ def _token(h: SimHandler) -> None:
         raise Reply(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
     if get.get("grant_type") != "refresh_token" or h.state.refresh_tokens.get(get.get("refresh_token", "")) != "gemini":
         raise Reply(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
-    raise Reply(200, h.state.issue_gemini())
+    raise Reply(200, issue_token(h.state))
 
 
 ROUTES = (
@@ -221,15 +239,15 @@ ROUTES = (
 
 def written_by_simulator(data: dict[str, Any]) -> bool:
     """Whether a credential file's JSON holds the simulator's fake tokens (so writing over it loses nothing)."""
-    return str(data.get("refresh_token") or "").startswith("1//sim-")
+    return str(data.get("refresh_token") or "").startswith(REFRESH_PREFIX)
 
 
-def write_credentials(state: Any, path: Path) -> None:
+def write_credentials(state: SimState, path: Path) -> None:
     """The OAuth file the gemini CLI writes, with tokens the simulator accepts."""
-    issued = state.issue_gemini()
+    issued = issue_token(state)
     atomic_write_text(path, json.dumps({
-        "access_token": issued["access_token"], "refresh_token": state.new_refresh_token("gemini"),
-        "scope": issued["scope"], "token_type": "Bearer", "id_token": state.google_id_token(),
+        "access_token": issued["access_token"], "refresh_token": state.new_refresh_token(NAME, REFRESH_PREFIX),
+        "scope": issued["scope"], "token_type": "Bearer", "id_token": id_token(),
         "expiry_date": int((time.time() + float(issued["expires_in"])) * 1000),
     }, indent=2), mode=0o600)
 

@@ -18,13 +18,14 @@ from sparc_cloud.errors import ConfigError
 from sparc_cloud.sim import envelopes as env
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
 from sparc_cloud.sim.routing import PLAIN, Reply, Route, SimHandler
-from sparc_cloud.sim.state import SIM_API_KEY, SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, SimState
+from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, SimState
 
 
 @cache
 def providers() -> tuple[ModuleType, ...]:
     """Each provider's simulator module: `NAME`, `ROUTES`, `serve_lines`; with a login also `CREDENTIALS`,
-    `BASE_PATH`, `write_credentials`, `written_by_simulator`, `client_settings`."""
+    `BASE_PATH`, `write_credentials`, `written_by_simulator`, `client_settings`; optionally `counters(state)` (its
+    own figures in `/_sim/counters`) and `API_KEY` (what its key-authenticated routes accept)."""
     return tuple(importlib.import_module(name) for name in SIM_MODULES)
 
 
@@ -132,7 +133,7 @@ class Simulator:
         if not 0 <= port <= 65535:
             raise ConfigError(f"Port {port} does not exist: give a port from 1 to 65535 (0 picks a free one).")
         self.config = config or SimConfig()
-        self.state = SimState(self.config)
+        self.state = SimState(self.config, [m.counters for m in providers() if hasattr(m, "counters")])
         try:
             self._server = _Server((host, port), self.state)
         except OSError as exc:
@@ -226,5 +227,5 @@ class Simulator:
 
     @staticmethod
     def api_key() -> str:
-        """The API key the simulator's key-authenticated routes accept."""
-        return SIM_API_KEY
+        """The API key the simulator's key-authenticated routes accept (the first provider's `API_KEY`)."""
+        return str(next(m.API_KEY for m in providers() if hasattr(m, "API_KEY")))

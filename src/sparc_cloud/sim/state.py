@@ -1,4 +1,7 @@
-"""The simulator's world: issued tokens, Codex tasks, rate limits, fault scripts and counters."""
+"""The simulator's world: issued tokens, cloud tasks, rate limits, fault scripts and counters.
+
+Shared by every provider's routes; what is a provider's own (its token formats, how its tasks are made, what it adds
+to the counters) is in `sim/<provider>.py`, which passes its name, prefixes and figures in."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import secrets as pysecrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +21,9 @@ from sparc_cloud.backends.registry import limit_key
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.sim.config import Fault, SimConfig, TaskScript
-from sparc_cloud.sim.content import codex_result
 
 SIM_OAUTH_CLIENT_ID = "sim-oauth-client.apps.example"
 SIM_OAUTH_CLIENT_SECRET = "sim-oauth-client-secret"  # noqa: S105 - a fake for the simulator
-SIM_API_KEY = "sim-gemini-api-key-0000"
-SIM_ACCOUNT_ID = "acct-sim-0000-4242"
 
 
 def prompt_digest(prompt: str) -> str:
@@ -30,13 +31,14 @@ def prompt_digest(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def _b64(data: dict[str, Any]) -> str:
+def b64(data: dict[str, Any]) -> str:
+    """Unpadded URL-safe base64 of a JSON object (a JWT part)."""
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
 @dataclass
 class SimTask:
-    """One simulated Codex task."""
+    """One simulated cloud task."""
 
     id: str
     index: int
@@ -89,8 +91,9 @@ class Counters:
 class SimState:
     """Shared by every handler thread; every mutation holds `lock`."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, counters: Sequence[Callable[[SimState], dict[str, Any]]] = ()) -> None:
         self.config = config
+        self.extra_counters = tuple(counters)  # each provider's own figures, first in `snapshot()`
         self.lock = threading.Lock()
         self.clock = RealClock()
         self.rng = random.Random(config.seed)  # noqa: S311 - simulation
@@ -118,7 +121,7 @@ class SimState:
                             fallback=RateLimit(per_minute=600, burst=60))
 
     def add_environment(self, name: str) -> dict[str, object]:
-        """Make the simulator know a Codex environment by this id or name (case-insensitive), adding it if new."""
+        """Make the simulator know a cloud environment by this id or name (case-insensitive), adding it if new."""
         with self.lock:
             for env in self.config.environments:
                 if env.get("id") == name or str(env.get("label") or "").lower() == name.lower():
@@ -137,44 +140,22 @@ class SimState:
 
     # ------------------------------------------------------------------ tokens
 
-    def issue_gemini(self) -> dict[str, Any]:
-        """A fresh Google-style token answer."""
+    def remember_token(self, kind: str, token: str) -> None:
+        """Accept `token` as a bearer token of `kind` (a provider's name) from now on, and count it issued."""
         with self.lock:
-            token = "ya29.sim-" + pysecrets.token_hex(16)
-            self.tokens[token] = ("gemini", self.clock.now())
-            self.counters.tokens_issued["gemini"] += 1
-        life = self.config.gemini_token_life_s * self.config.time_scale
-        return {"access_token": token, "expires_in": life, "token_type": "Bearer",
-                "scope": "https://www.googleapis.com/auth/cloud-platform"}
+            self.tokens[token] = (kind, self.clock.now())
+            self.counters.tokens_issued[kind] += 1
 
-    def google_id_token(self) -> str:
-        """An OpenID token like the one google-auth-library stores (`email` claim), unsigned."""
-        claims = {"iss": "https://accounts.google.com", "email": "sim@example.invalid", "email_verified": True,
-                  "iat": int(time.time()), "exp": int(time.time()) + 3600}
-        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.sig"
-
-    def new_refresh_token(self, kind: str) -> str:
-        """A refresh token the token endpoints will accept."""
-        token = ("1//sim-" if kind == "gemini" else "rt_sim_") + pysecrets.token_hex(16)
+    def new_refresh_token(self, kind: str, prefix: str) -> str:
+        """A refresh token of `kind`, starting with `prefix`, that the token endpoints will accept."""
+        token = prefix + pysecrets.token_hex(16)
         with self.lock:
             self.refresh_tokens[token] = kind
         return token
 
-    def issue_codex(self) -> dict[str, Any]:
-        """Fresh ChatGPT-style tokens (JWT access token with `exp` and the account claim)."""
-        life = self.config.codex_token_life_s * self.config.time_scale
-        now = time.time()
-        claims = {"exp": now + life, "iat": now,
-                  "https://api.openai.com/auth": {"chatgpt_account_id": SIM_ACCOUNT_ID, "chatgpt_plan_type": "pro"}}
-        access = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.{pysecrets.token_hex(8)}"
-        id_token = f"{_b64({'alg': 'none'})}.{_b64({'email': 'sim@example.invalid', **claims})}.sig"
-        with self.lock:
-            self.tokens[access] = ("codex", self.clock.now())
-            self.counters.tokens_issued["codex"] += 1
-        return {"access_token": access, "id_token": id_token}
-
-    def check_token(self, kind: str, header: str | None) -> str | None:
-        """None when the bearer token is valid, else why not."""
+    def check_token(self, kind: str, header: str | None, life_s: float) -> str | None:
+        """None when the bearer token is a valid one of `kind`, issued less than `life_s` (unscaled) ago; else why
+        not."""
         if not header or not header.startswith("Bearer "):
             return "missing bearer token"
         token = header[len("Bearer "):]
@@ -182,8 +163,7 @@ class SimState:
             known = self.tokens.get(token)
         if known is None or known[0] != kind:
             return "unknown token"
-        life = (self.config.gemini_token_life_s if kind == "gemini" else self.config.codex_token_life_s)
-        if self.clock.now() - known[1] > life * self.config.time_scale:
+        if self.clock.now() - known[1] > life_s * self.config.time_scale:
             return "expired token"
         return None
 
@@ -228,21 +208,22 @@ class SimState:
         fraction = int.from_bytes(digest[:8], "big") / 2**64
         return (lo + (hi - lo) * fraction) * self.config.time_scale
 
-    def create_task(self, environment_id: str, prompt: str) -> SimTask:
-        """Register a new task; its lifecycle is a function of time from now on."""
-        summary, diff, worklog = codex_result(prompt, self.config.seed)
+    def add_task(self, kind: str, environment_id: str, prompt: str, *, task_id: str, latency_model: str,
+                 result: tuple[str, str, list[str]]) -> SimTask:
+        """Register a new task of `kind` (a provider's name; `result`: summary, diff, worklog) lasting
+        `latency_model`'s seeded latency; its lifecycle is a function of time from now on."""
+        summary, diff, worklog = result
         with self.lock:
             index = len(self.tasks) + 1
-            task_id = "task_e_" + pysecrets.token_hex(16)  # unique like the real ids; content stays seeded
             script = next((t for t in self.config.tasks if t.index == index), None)
             task = SimTask(
                 id=task_id, index=index, environment_id=environment_id, prompt=prompt,
                 created_mono=self.clock.now(), created_wall=time.time(),
-                duration_s=self.latency("codex-task", prompt), summary=summary, diff=diff, worklog=worklog,
+                duration_s=self.latency(latency_model, prompt), summary=summary, diff=diff, worklog=worklog,
                 script=script,
             )
             self.tasks[task_id] = task
-            self.served.append(("codex", "codex", prompt_digest(prompt), task.duration_s))
+            self.served.append((kind, kind, prompt_digest(prompt), task.duration_s))
             now = self.clock.now()
             running = sum(1 for t in self.tasks.values() if t.done_mono > now)
             self.counters.tasks_in_flight_peak = max(self.counters.tasks_in_flight_peak, running)
@@ -283,7 +264,8 @@ class SimState:
     # ---------------------------------------------------------------- counters
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters as JSON (durations in real seconds, detection delays included)."""
+        """Counters as JSON (durations in real seconds, detection delays included); each provider's own figures
+        first (its `counters(state)`, called under `lock`)."""
         with self.lock:
             c = self.counters
             tasks = {
@@ -297,7 +279,7 @@ class SimState:
                 for t in self.tasks.values()
             }
             return {
-                "codex_tasks_created": len(self.tasks),
+                **{k: v for counters in self.extra_counters for k, v in counters(self).items()},
                 "requests": dict(c.requests),
                 "status_sent": dict(c.status_sent),
                 "rate_limited": dict(c.rate_limited),

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sparc_cloud import defaults
+from sparc_cloud.clients import codex_settings
 from sparc_cloud.errors import AuthError, Cancelled, RetriesExhausted, RetryableError, SparcError, TaskGone
 from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimiters
@@ -53,11 +53,11 @@ Mode = Literal["list", "confirm", "direct"]
 class PollPolicy:
     """When to poll; every duration is multiplied by `time_scale`."""
 
-    initial_s: float = defaults.POLL_INITIAL_S
-    min_interval_s: float = defaults.POLL_MIN_INTERVAL_S
-    relative: float = defaults.POLL_RELATIVE
-    expected_min_s: float = defaults.POLL_EXPECTED_MIN_S
-    expected_max_s: float = defaults.POLL_EXPECTED_MAX_S
+    initial_s: float = codex_settings.POLL_INITIAL_S
+    min_interval_s: float = codex_settings.POLL_MIN_INTERVAL_S
+    relative: float = codex_settings.POLL_RELATIVE
+    expected_min_s: float = codex_settings.POLL_EXPECTED_MIN_S
+    expected_max_s: float = codex_settings.POLL_EXPECTED_MAX_S
     time_scale: float = 1.0
     # Sweeps are paced in poll slots (60 / polls-per-minute s; 2 s at 30/min). While the client's share of the
     # burst is full, a slot not used is lost: sweep every `min_sweep_gap_slots`. Otherwise every
@@ -65,7 +65,7 @@ class PollPolicy:
     # `max_sweep_gap_slots` late goes before waiting confirms. Measured in bench/polling.py (bench/RESULTS.md).
     sweep_gap_slots: float = 1.75
     min_sweep_gap_slots: float = 1.0
-    confirm_gap_s: float = defaults.POLL_MIN_INTERVAL_S  # after list and details disagreed, before asking again
+    confirm_gap_s: float = codex_settings.POLL_MIN_INTERVAL_S  # after list and details disagreed, before asking again
     max_sweep_gap_slots: float = 2.5
 
 
@@ -135,7 +135,7 @@ class PollScheduler:
         clock: Clock,
         policy: PollPolicy,
         list_page: Callable[[str | None, frozenset[str]], ListPage] | None = None,
-        page_size: int = defaults.CODEX_LIST_PAGE,
+        page_size: int = codex_settings.LIST_PAGE,
         status_of: Callable[[object], str] | None = None,
     ) -> None:
         self.fetch = fetch
