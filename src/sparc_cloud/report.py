@@ -185,8 +185,11 @@ def backend_line(report: dict[str, Any]) -> str | None:
     shares = report["totals"].get("by_backend") or {}
     if len(shares) < 2:
         return None
-    return "By backend: " + "; ".join(f"{name} {plural(s['agents'], 'agent')}, {s['tokens']:,} token{'' if s['tokens'] == 1 else 's'}, ${s['cost_usd']:.4f}"
-                                      for name, s in shares.items())
+    parts = []
+    for name, share in shares.items():
+        tokens = f"{share['tokens']:,} token" + ("" if share["tokens"] == 1 else "s")
+        parts.append(f"{name} {plural(share['agents'], 'agent')}, {tokens}, ${share['cost_usd']:.4f}")
+    return "By backend: " + "; ".join(parts)
 
 
 def plain_text(report: dict[str, Any]) -> str:
