@@ -40,6 +40,7 @@ from sparc_cloud.notify import Notifier
 
 if TYPE_CHECKING:
     from sparc_cloud.progress import LiveProgress
+    from sparc_cloud.runner import RunnerHooks
 from sparc_cloud.phases import ARCHITECT, GROWS_AT, PHASES, AgentSpec, Plan, phase_dir, plan_for
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
@@ -596,6 +597,53 @@ def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRec
     return executor, phases, budget
 
 
+class _Recorder:
+    """The runner's hooks for one run: journal and write each result, count its cost, write each finished phase."""
+
+    def __init__(self, r: _Run, sinks: _Sinks, phases: dict[int, PhaseRecord]) -> None:
+        self.r, self.bus, self.live, self.phases = r, sinks.bus, sinks.live, phases
+
+    def hooks(self) -> RunnerHooks:
+        from sparc_cloud.runner import RunnerHooks
+
+        return RunnerHooks(self.on_started, self.on_finished, self.on_phase_done)
+
+    def on_started(self, agent: AgentSpec) -> None:
+        self.bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
+
+    def on_finished(self, record: AgentRecord) -> None:
+        r, folder = self.r, self.r.folder
+        self.phases[record.phase].agents.append(record)
+        if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
+            self.bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
+        if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
+            spent = record_cost(r.prices, record)
+            r.session.spent_usd = round(r.session.spent_usd + spent, 8)
+            r.bundle.spent_usd = round(r.bundle.spent_usd + spent, 8)
+            if self.live is not None:
+                self.live.spent_usd = r.bundle.spent_usd
+
+            def save() -> None:
+                folder.append_journal(r.bundle.run_id, record)
+                folder.write_outputs(record)
+
+            _write_or_stop(r.options, folder, record.id, save)
+        elif not folder.output_path(record).exists():  # a reused record's Markdown is there unless deleted
+            _write_or_stop(r.options, folder, record.id, lambda: folder.write_outputs(record))
+
+    def on_phase_done(self, number: int) -> None:
+        r, phase = self.r, self.phases[number]
+        order = {a.id: i for i, a in enumerate(r.plan.agents)}
+        phase.agents.sort(key=lambda rec: order.get(rec.id, 0))
+        phase.status = phase_status(phase.agents, len(r.plan.phase_agents(number)))
+        phase.stale, phase.stale_reason = False, None
+        phase.finished_at = utc_now()
+        r.bundle.totals = compute_totals(r.bundle)
+        _write_or_stop(r.options, r.folder, None, lambda: r.folder.write_bundle(r.bundle))
+        self.bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
+                            data={"status": phase.status}))
+
+
 def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
                 phases: dict[int, PhaseRecord]) -> tuple[dict[str, AgentRecord], int]:
     """Dispatch the selected agents; journal each result and write each finished phase. -> (records, exit).
@@ -603,49 +651,12 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
     The agents run in two waves: the phases before the one the architecture decides, then (with the plan
     grown from the architecture that just ran) that phase and those after. Nothing of phase 4 can start before
     the architecture ends, so the split costs no time."""
-    from sparc_cloud.runner import Runner, RunnerHooks, skipped
-
-    options, bundle, folder, bus, live = r.options, r.bundle, r.folder, sinks.bus, sinks.live
-
-    def on_started(agent: AgentSpec) -> None:
-        bus.emit(Event("agent_queued", agent.id, agent.phase, f"{agent.backend} {agent.model}"))
-
-    def on_finished(record: AgentRecord) -> None:
-        phases[record.phase].agents.append(record)
-        if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
-            bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
-        if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
-            spent = record_cost(r.prices, record)
-            r.session.spent_usd = round(r.session.spent_usd + spent, 8)
-            bundle.spent_usd = round(bundle.spent_usd + spent, 8)
-            if live is not None:
-                live.spent_usd = bundle.spent_usd
-
-            def save() -> None:
-                folder.append_journal(bundle.run_id, record)
-                folder.write_outputs(record)
-
-            _write_or_stop(options, folder, record.id, save)
-        elif not folder.output_path(record).exists():  # a reused record's Markdown is there unless deleted
-            _write_or_stop(options, folder, record.id, lambda: folder.write_outputs(record))
-
-    def on_phase_done(number: int) -> None:
-        phase = phases[number]
-        order = {a.id: i for i, a in enumerate(r.plan.agents)}
-        phase.agents.sort(key=lambda rec: order.get(rec.id, 0))
-        phase.status = phase_status(phase.agents, len(r.plan.phase_agents(number)))
-        phase.stale, phase.stale_reason = False, None
-        phase.finished_at = utc_now()
-        bundle.totals = compute_totals(bundle)
-        _write_or_stop(options, folder, None, lambda: folder.write_bundle(bundle))
-        bus.emit(Event("phase_done", phase=number, message=f"{PHASES[number][1]}: {phase.status}",
-                       data={"status": phase.status}))
-
-    bus.emit(Event("run_started", message=f"{r.plan.project.name}: phases {','.join(map(str, r.selected))} on "
-                                          f"{options.backend} -> {folder.path}"))
+    options, live = r.options, sinks.live
+    recorder = _Recorder(r, sinks, phases)
+    sinks.bus.emit(Event("run_started", message=f"{r.plan.project.name}: phases {','.join(map(str, r.selected))} "
+                                                f"on {options.backend} -> {r.folder.path}"))
     scale = r.ctx.time_scale
     deadline = r.settings.run_deadline_s * scale if r.settings.run_deadline_s else None
-    hooks = RunnerHooks(on_started, on_finished, on_phase_done)
     done: dict[str, AgentRecord] = {}
     exit_code = 0
     started = r.ctx.clock.now()
@@ -660,37 +671,54 @@ def _run_agents(r: _Run, sinks: _Sinks, executor: AgentExecutor,
                 _grow(r, sinks, executor, {**r.records, **done})
             if wave[0] >= GROWS_AT:
                 _drop(r, sinks)
-            agents = [a for a in r.plan.agents if a.phase in wave]
             if stop_reason is not None:  # fail-fast or the deadline stopped the first wave: nothing more starts
-                for agent in agents:
-                    done[agent.id] = skipped(agent, f"not started: {stop_reason}")
-                    on_finished(done[agent.id])
-                for number in wave:
-                    on_phase_done(number)
+                _skip_wave(r, recorder, wave, done, f"not started: {stop_reason}")
                 continue
-            prior = {aid: rec for aid, rec in {**r.records, **done}.items()
-                     if r.plan.by_id.get(aid) and r.plan.by_id[aid].phase not in wave}
             left = None if deadline is None else max(0.0, deadline - (r.ctx.clock.now() - started))
-            runner = Runner(agents, executor, prior=prior, concurrency=r.settings.concurrency, cancel=options.cancel,
-                            clock=r.ctx.clock, hooks=hooks, fail_fast=options.fail_fast, deadline_s=left)
-            try:
-                done.update(runner.run())
-            except Cancelled:
-                done.update(runner.records)
+            stop_reason, cancelled = _run_wave(r, sinks, executor, recorder, wave, done, left)
+            if cancelled:
                 exit_code = 128 + (options.interrupted_by or signal.SIGINT)
                 break
-            finally:
-                if live is not None:
-                    for aid, rec in runner.records.items():
-                        if rec.status == "skipped":
-                            live.mark_skipped(aid, rec.error or "")
-            stop_reason = runner.stop_reason
         if exit_code == 0 and GROWS_AT - 1 in r.selected and GROWS_AT not in r.selected:
             _grow(r, sinks, executor, {**r.records, **done})  # `--phases 3`: phase 4 is judged against it later
     finally:
         if live is not None:
             live.__exit__(None, None, None)
     return done, exit_code
+
+
+def _skip_wave(r: _Run, recorder: _Recorder, wave: list[int], done: dict[str, AgentRecord], reason: str) -> None:
+    """Record every agent of a wave as skipped (the wave before it stopped the run) and close its phases."""
+    from sparc_cloud.runner import skipped
+
+    for agent in (a for a in r.plan.agents if a.phase in wave):
+        done[agent.id] = skipped(agent, reason)
+        recorder.on_finished(done[agent.id])
+    for number in wave:
+        recorder.on_phase_done(number)
+
+
+def _run_wave(r: _Run, sinks: _Sinks, executor: AgentExecutor, recorder: _Recorder, wave: list[int],
+              done: dict[str, AgentRecord], left_s: float | None) -> tuple[str | None, bool]:
+    """Run the agents of a wave's phases; their records go into `done`. -> (why the runner stopped, cancelled)."""
+    from sparc_cloud.runner import Runner
+
+    agents = [a for a in r.plan.agents if a.phase in wave]
+    prior = {aid: rec for aid, rec in {**r.records, **done}.items()
+             if r.plan.by_id.get(aid) and r.plan.by_id[aid].phase not in wave}
+    runner = Runner(agents, executor, prior=prior, concurrency=r.settings.concurrency, cancel=r.options.cancel,
+                    clock=r.ctx.clock, hooks=recorder.hooks(), fail_fast=r.options.fail_fast, deadline_s=left_s)
+    try:
+        done.update(runner.run())
+    except Cancelled:
+        done.update(runner.records)
+        return runner.stop_reason, True
+    finally:
+        if sinks.live is not None:
+            for aid, rec in runner.records.items():
+                if rec.status == "skipped":
+                    sinks.live.mark_skipped(aid, rec.error or "")
+    return runner.stop_reason, False
 
 
 def _drop(r: _Run, sinks: _Sinks) -> None:
