@@ -9,6 +9,8 @@ rate limits, each agent starting as soon as its dependencies and its limiter all
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,27 +129,36 @@ def _limit_rows(limits: Mapping[Key, RateLimit], used: list[Key]) -> dict[str, d
     return rows
 
 
-def format_plan(data: dict[str, Any], backend: str) -> str:
-    """The estimate as text for a terminal."""
-    lines = [f"Dry run of {data['project']} on {backend}: nothing is called, nothing is written.", ""]
+def format_plan(data: dict[str, Any], backend: str, columns: int | None = None) -> str:
+    """The estimate as text for a terminal, each line wrapped to `columns` (the terminal's width; 100 in a pipe)
+    with its continuation indented under it."""
+    width_ = columns or shutil.get_terminal_size((100, 24)).columns
+    out: list[str] = []
+
+    def put(text: str, indent: str = "") -> None:
+        out.extend(textwrap.wrap(text, width=max(40, width_), initial_indent=indent,
+                                 subsequent_indent=indent + "    ", break_on_hyphens=False) or [""])
+
+    put(f"Dry run of {data['project']} on {backend}: nothing is called, nothing is written.")
+    put("")
     width = max([16, *(len(r["id"]) for r in data["agents"])])
     for number, ids in zip(data["phases"], data["order"], strict=True):
-        lines.append(f"Phase {number}: {PHASES[number][1]}")
+        put(f"Phase {number}: {PHASES[number][1]}")
         assumed = data.get("assumptions", {}).get("components")
         if number == GROWS_AT and assumed is not None:
-            lines.append(f"  (the architecture decides these components at run time; priced here as {assumed} "
-                         "independent ones)")
+            put(f"(the architecture decides these components at run time; priced here as {assumed} independent "
+                "ones)", "  ")
         for row in (r for r in data["agents"] if r["id"] in ids):
             after = f" after {', '.join(row['depends_on'])}" if row["depends_on"] else ""
-            lines.append(f"  {row['id']:<{width}} {row['backend']:<6} {row['model']:<18} ~{row['prompt_tokens']:,} in / "
-                         f"~{row['output_tokens']:,} out tokens, ~${row['cost_usd']:.4f}, ~{row['latency_s']:.0f} s, "
-                         f"starts at ~{row['start_s']:.0f} s{after}")
-    lines.append("")
-    lines.append(f"Limits: concurrency {data['concurrency']}; " + "; ".join(
+            put(f"{row['id']:<{width}} {row['backend']:<6} {row['model']:<18} ~{row['prompt_tokens']:,} in / "
+                f"~{row['output_tokens']:,} out tokens, ~${row['cost_usd']:.4f}, ~{row['latency_s']:.0f} s, "
+                f"starts at ~{row['start_s']:.0f} s{after}", "  ")
+    put("")
+    put(f"Limits: concurrency {data['concurrency']}; " + "; ".join(
         f"{k} {v['per_minute']:g}/min (burst {v['burst']})" for k, v in data["limits"].items()))
     notes = "; ".join(data.get("billing_notes") or [])
-    lines.append(f"Estimated cost: ${data['estimated_cost_usd']:.4f} at list prices" + (f" ({notes})." if notes else "."))
-    lines.append(f"Estimated time: ~{data['estimated_time_s']:.0f} s along the critical path "
-                 f"{' -> '.join(data['critical_path'])}.")
-    lines.append("Estimates assume typical latencies and outputs; `sparc-cloud report` shows what a run really took.")
-    return "\n".join(lines) + "\n"
+    put(f"Estimated cost: ${data['estimated_cost_usd']:.4f} at list prices" + (f" ({notes})." if notes else "."))
+    put(f"Estimated time: ~{data['estimated_time_s']:.0f} s along the critical path "
+        f"{' -> '.join(data['critical_path'])}.")
+    put("Estimates assume typical latencies and outputs; `sparc-cloud report` shows what a run really took.")
+    return "\n".join(out) + "\n"
