@@ -234,6 +234,8 @@ def test_quiet_verbose_and_debug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     loud = _sparc("-v", "run", "--project", "memory-extension", "--backend", "sim", "--sim-time-scale", FAST,
                   "--output", str(tmp_path / "v"), "--no-progress")
     assert loud.returncode == 0 and "INFO sparc_cloud" in loud.stderr
+    assert "sparc_cloud.events" not in loud.stderr  # each event once: its progress line, not a log line as well
+    assert loud.stderr.count("p5-completion finished") == 1
     code, text = cli("-q", "-v", "projects")
     assert code == 2 and "contradict" in text
     code, _ = cli("--debug", "projects")

@@ -166,6 +166,8 @@ def _root(
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG if ctx.obj.verbose > 1 else logging.INFO)
+        # A run's events are on the console already (progress lines, the live view or --json); run.log keeps them.
+        handler.addFilter(lambda record: not record.name.startswith("sparc_cloud.events"))
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > handler.level:
             logger.setLevel(handler.level)
