@@ -56,8 +56,8 @@ def test_an_architecture_refuses_unknown_dependencies_cycles_and_duplicate_names
         Architecture.model_validate(arch(comp("a", "ghost")))
     with pytest.raises(ValidationError, match="cycle: a -> b -> a"):
         Architecture.model_validate(arch(comp("a", "b"), comp("b", "a")))
-    with pytest.raises(ValidationError, match="appears twice"):
-        Architecture.model_validate(arch(comp("Vector store"), comp("vector-store")))
+    with pytest.raises(ValidationError, match="'vector  STORE' appears twice"):
+        Architecture.model_validate(arch(comp("Vector store"), comp("vector  STORE")))
     with pytest.raises(ValidationError, match="one line of printable characters"):
         Architecture.model_validate(arch(comp("evil\x1b[2J\nname")))
     with pytest.raises(ValidationError, match="at most 24"):
@@ -81,6 +81,7 @@ def test_the_completion_must_check_every_acceptance_criterion_by_id() -> None:
 @pytest.mark.parametrize("name, expected", [
     ("MCP server core", "mcp-server-core"), ("../../etc/passwd", "etc-passwd"), ("CON", "con"),
     ("", "component"), ("日本語", "component"), ("a" * 300, "a" * 40), ("x/../..\\y", "x-y"),
+    ("Ünïcödé Name", "unicode-name"), ("Résumé parser", "resume-parser"), ("ﬁle ｓｔｏｒｅ", "file-store"),
 ])
 def test_component_names_become_safe_bounded_slugs(name: str, expected: str) -> None:
     assert slug(name) == expected
@@ -95,6 +96,31 @@ def test_phase_4_ids_are_safe_unique_and_keep_the_projects_own_ids() -> None:
     # never the integration agent's id; the project's components keep theirs; no collision with them
     assert ids == ["p4-integration-2", "p4-component-1", "p4-component-1-2", "p4-etc-web-ui", "p4-" + "a" * 40]
     assert all(aid.replace("-", "").isalnum() and aid.isascii() for aid in ids)
+
+
+def test_names_whose_slugs_collide_are_distinct_components_with_suffixed_ids() -> None:
+    project = parse_project('name = "p"\ngoal = "g"\n[research]\ntopics = ["t"]\n', "p.toml")
+    long = "Notification service for the email delivery "
+    names = [long + "queue", long + "retries", "Résumé parser", "Ré sumé parser", "日本語", "中文", "Vector store",
+             "vector-store"]
+    architecture = Architecture.model_validate(arch(*(comp(n) for n in names[:-1]), comp("vector-store", "日本語")))
+    comps = component_ids(project, architecture)
+    ids = {name: aid for aid, name, *_ in comps}
+    assert ids[long + "queue"] == "p4-notification-service-for-the-email-deliv"
+    assert ids[long + "retries"] == "p4-notification-service-for-the-email-deliv-2"
+    assert ids["Résumé parser"] == "p4-resume-parser" and ids["Ré sumé parser"] == "p4-re-sume-parser"
+    assert ids["日本語"] == "p4-component-5" and ids["中文"] == "p4-component-6"
+    assert ids["Vector store"] == "p4-vector-store" and ids["vector-store"] == "p4-vector-store-2"
+    assert len(set(ids.values())) == len(names)
+    plan = build_plan(project, load_templates(project), architecture)
+    assert "p4-component-5" in plan.by_id["p4-vector-store-2"].depends_on  # found by its exact name
+    assert "p4-vector-store" not in plan.by_id["p4-vector-store-2"].depends_on
+
+
+def test_a_component_name_may_not_hold_an_html_comment() -> None:
+    marker = "<!-- sparc-cloud: the agent's output starts below this line -->"
+    with pytest.raises(ValidationError, match="must not contain '<!--'"):
+        Architecture.model_validate(arch(comp(marker)))
 
 
 def test_components_run_after_those_they_depend_on() -> None:
