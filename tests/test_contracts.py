@@ -21,6 +21,7 @@ from sparc_cloud.http.clock import RealClock
 from sparc_cloud.phases import build_plan, component_ids
 from sparc_cloud.project import load_templates, parse_project
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.runfolder import RunFolder
 from sparc_cloud.structured import ask_for, read_answer, repair_prompt, strip_fences
 from tests.cliutil import agents, bundle, cli, scenario, sim_run
 
@@ -411,6 +412,31 @@ def test_an_edited_architecture_json_decides_phase_4_and_a_broken_one_is_refused
     assert records["p3-architecture"]["edited"] is True
     assert [r["id"] for r in records.values() if r["phase"] == 4] == [
         "p4-publish-core", "p4-markdown-store", "p4-search-index", "p4-integration"]
+    _follows_the_edit(out, records, output)
+
+
+def _follows_the_edit(out: Path, records: dict[str, Any], output: str) -> None:
+    """The prose of an edited architecture (record, .md) is rendered from the edited contract, and said so."""
+    assert "using your edited output of p3-architecture" in output
+    text = records["p3-architecture"]["output_text"]
+    assert "### Search index" in text and "### Notes interface" not in text
+    md = (out / "phase-3-architecture" / "p3-architecture.md").read_text(encoding="utf-8")
+    assert "### Search index" in md and "### Notes interface" not in md
+
+
+def test_an_edited_architecture_json_is_taken_in_on_resume_with_its_prose(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    path = out / "phase-3-architecture" / "p3-architecture.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["components"] = [c for c in data["components"] if c["name"] != "Notes interface"]
+    data["components"].append({"name": "Search index", "responsibility": "client-side search"})
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, output = sim_run(out, "--resume", project=NO_COMPONENTS)
+    assert code == 0, output
+    records = agents(bundle(out))
+    assert records["p3-architecture"]["edited"] is True and "p4-search-index" in records
+    _follows_the_edit(out, records, output)
 
 
 def test_an_architecture_on_codex_is_parsed_from_the_tasks_text(tmp_path: Path) -> None:
@@ -591,3 +617,42 @@ def test_the_dashboard_plans_phase_4_from_the_bundles_architecture(tmp_path: Pat
     assert plan is not None
     assert [a.id for a in plan.phase_agents(4)] == [
         "p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]
+
+
+# ----------------------------------------------------------------------------- the run folder's files
+
+MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
+
+
+def test_a_header_value_quoting_the_output_marker_never_splits_the_file(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare()
+    record = AgentRecord(id="p4-x", phase=4, title=f"Component: {MARKER}", backend="sim", model=MARKER,
+                         status="completed", output_text="the real output\n", error=f"x {MARKER}")
+    folder.write_outputs(record)
+    text = folder.output_path(record).read_text(encoding="utf-8")
+    assert text.count(MARKER) == 1 and "&lt;!-- sparc-cloud" in text
+    assert folder.apply_edits({record.id: record}) == [] and record.output_text == "the real output\n"
+    assert not record.edited
+    # a file of an earlier version, with the marker in its title: the marker line is what counts
+    folder.output_path(record).write_text(f"# p4-x: Component: {MARKER}\n\n- status: completed\n\n{MARKER}\n\n"
+                                          "the real output\n", encoding="utf-8")
+    assert folder.apply_edits({record.id: record}) == [] and record.output_text == "the real output\n"
+
+
+def test_a_component_dropped_twice_never_overwrites_its_first_set_aside_copy(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare()
+    phase4 = folder.path / "phase-4-refinement"
+    phase4.mkdir()
+    (phase4 / "p4-x.md").write_text("first\n", encoding="utf-8")
+    assert folder.set_aside("r1", 4, ["p4-x"]) == ["p4-x.md"]
+    (phase4 / "p4-x.md").write_text("second\n", encoding="utf-8")
+    (phase4 / "p4-x.patch").write_text("diff\n", encoding="utf-8")
+    assert folder.set_aside("r1", 4, ["p4-x", "p4-gone"]) == ["p4-x.md", "p4-x.patch"]
+    first = folder.path / "history" / "r1-dropped" / "phase-4-refinement"
+    second = folder.path / "history" / "r1-dropped-2" / "phase-4-refinement"
+    assert (first / "p4-x.md").read_text(encoding="utf-8") == "first\n"
+    assert (second / "p4-x.md").read_text(encoding="utf-8") == "second\n" and (second / "p4-x.patch").exists()
+    assert folder.set_aside("r1", 4, ["p4-x"]) == [] and not (folder.path / "history" / "r1-dropped-3").exists()
+    assert not list(phase4.iterdir())
