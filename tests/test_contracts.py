@@ -656,3 +656,47 @@ def test_a_component_dropped_twice_never_overwrites_its_first_set_aside_copy(tmp
     assert (second / "p4-x.md").read_text(encoding="utf-8") == "second\n" and (second / "p4-x.patch").exists()
     assert folder.set_aside("r1", 4, ["p4-x"]) == [] and not (folder.path / "history" / "r1-dropped-3").exists()
     assert not list(phase4.iterdir())
+
+
+def _plant(out: Path, components: list[dict[str, Any]]) -> None:
+    """The journal's p3-architecture record made to hold `components` (as a hand or a damaged disk might)."""
+    lines = []
+    for line in (out / "journal.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if isinstance(entry.get("record"), dict) and entry["record"]["id"] == "p3-architecture":
+            entry["record"]["output_json"]["components"] = components
+        lines.append(json.dumps(entry))
+    (out / "journal.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("components, says", [
+    ([comp("a", "b"), comp("b", "a")], "cycle: a -> b -> a"),
+    ([comp("evil\x1b[2Jname")], "one line of printable characters"),
+    ([comp(f"c{i}") for i in range(300)], "300 items, at most 24"),
+])
+def test_a_resume_from_the_journal_alone_checks_the_contracts_it_reads(
+        tmp_path: Path, components: list[dict[str, Any]], says: str) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    (out / "bundle.json").unlink()
+    (out / "phase-3-architecture" / "p3-architecture.json").unlink()
+    _plant(out, components)
+    code, output = sim_run(out, "--resume", project=NO_COMPONENTS)
+    assert code == 2, output
+    assert "journal.jsonl holds an output of agent p3-architecture that breaks the architecture contract" in output
+    assert says in output and "Traceback" not in output and "\x1b[2J" not in output
+    assert not (out / "phase-4-refinement").exists()
+
+
+def test_a_rerun_checks_the_contracts_in_the_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    data = bundle(out)
+    for phase in data["phases"]:
+        for rec in phase["agents"]:
+            if rec["id"] == "p3-architecture":
+                rec["output_json"]["components"] = [comp("a", "a")]
+    (out / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+    code, output = sim_run(out, "--phases", "4", project=NO_COMPONENTS)
+    assert code == 2 and "bundle.json holds an output of agent p3-architecture" in output and "depends on itself" \
+        in output, output

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 MAX_EMBEDDED_DIFF = 20_000
 ARCHITECT = "p3-architecture"
+# the agents that answer with a contract (`AgentSpec.contract` below), for records read back from a run folder
+CONTRACT_AGENTS = {"p1-synthesis": "specification", "p2-pseudocode": "pseudocode", ARCHITECT: "architecture",
+                   "p5-completion": "completion"}
 BASE_IDS = ("p1-synthesis", "p2-pseudocode", ARCHITECT)
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
 from sparc_cloud.contracts import CONTRACTS, render_markdown
 from sparc_cloud.errors import ConfigError, RunFolderWriteError
-from sparc_cloud.phases import phase_dir
+from sparc_cloud.phases import CONTRACT_AGENTS, phase_dir
 from sparc_cloud.runfiles import (
     archived_entries,
     check_bundle_names,
@@ -104,6 +104,26 @@ class JournalState:
         self.record_lines += 1
         if not record.reused and record.status != "skipped":
             self.spent_usd += cost(record) if cost is not None else (record.cost_usd or 0.0)
+
+
+def check_contracts(records: Iterable[AgentRecord], source: Path) -> None:
+    """Every contract in records read back from `source` (bundle.json, journal.jsonl) checked as an edited
+    `<agent>.json` is: a run folder changed by hand never feeds the next phases an unchecked contract (a cycle,
+    an escape sequence in a name, more components than phase 4 may build). A broken one is a ConfigError."""
+    for record in records:
+        name = CONTRACT_AGENTS.get(record.id) or record.contract
+        if record.output_json is None or name not in CONTRACTS:
+            continue
+        try:
+            CONTRACTS[name].model_validate(record.output_json)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the top level"
+            raise ConfigError(
+                f"{source} holds an output of agent {record.id} that breaks the {name} contract at {where}: "
+                f"{clean(str(first['msg']), one_line=True)}. The run folder was changed by hand or damaged, and "
+                "nothing was run. Fix or remove that record, or start a fresh run (without --resume and "
+                "--phases) or in another --output folder.") from None
 
 
 class RunFolder:
