@@ -700,3 +700,15 @@ def test_a_rerun_checks_the_contracts_in_the_bundle(tmp_path: Path) -> None:
     code, output = sim_run(out, "--phases", "4", project=NO_COMPONENTS)
     assert code == 2 and "bundle.json holds an output of agent p3-architecture" in output and "depends on itself" \
         in output, output
+
+
+def test_a_project_listing_more_components_than_an_architecture_may_hold_is_refused_at_load(tmp_path: Path) -> None:
+    text = 'name = "many"\ngoal = "g"\n[research]\ntopics = ["t"]\n'
+    project = tmp_path / "many.toml"
+    project.write_text(text + "".join(f'[[components]]\nname = "c{i}"\ndescription = "d"\n' for i in range(25)),
+                       encoding="utf-8")
+    code, output = cli("run", "--project", str(project), "--backend", "sim", "--dry-run")
+    assert code == 2 and "lists 25 components" in output and "at most 24" in output and "Traceback" not in output
+    project.write_text(text + "".join(f'[[components]]\nname = "c{i}"\ndescription = "d"\n' for i in range(24)),
+                       encoding="utf-8")
+    assert cli("run", "--project", str(project), "--backend", "sim", "--dry-run")[0] == 0
