@@ -21,6 +21,7 @@ from sparc_cloud.http.clock import RealClock
 from sparc_cloud.phases import build_plan, component_ids
 from sparc_cloud.project import load_templates, parse_project
 from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.runfolder import RunFolder
 from sparc_cloud.structured import ask_for, read_answer, repair_prompt, strip_fences
 from tests.cliutil import agents, bundle, cli, scenario, sim_run
 
@@ -56,8 +57,8 @@ def test_an_architecture_refuses_unknown_dependencies_cycles_and_duplicate_names
         Architecture.model_validate(arch(comp("a", "ghost")))
     with pytest.raises(ValidationError, match="cycle: a -> b -> a"):
         Architecture.model_validate(arch(comp("a", "b"), comp("b", "a")))
-    with pytest.raises(ValidationError, match="appears twice"):
-        Architecture.model_validate(arch(comp("Vector store"), comp("vector-store")))
+    with pytest.raises(ValidationError, match="'vector  STORE' appears twice"):
+        Architecture.model_validate(arch(comp("Vector store"), comp("vector  STORE")))
     with pytest.raises(ValidationError, match="one line of printable characters"):
         Architecture.model_validate(arch(comp("evil\x1b[2J\nname")))
     with pytest.raises(ValidationError, match="at most 24"):
@@ -81,6 +82,7 @@ def test_the_completion_must_check_every_acceptance_criterion_by_id() -> None:
 @pytest.mark.parametrize("name, expected", [
     ("MCP server core", "mcp-server-core"), ("../../etc/passwd", "etc-passwd"), ("CON", "con"),
     ("", "component"), ("日本語", "component"), ("a" * 300, "a" * 40), ("x/../..\\y", "x-y"),
+    ("Ünïcödé Name", "unicode-name"), ("Résumé parser", "resume-parser"), ("ﬁle ｓｔｏｒｅ", "file-store"),
 ])
 def test_component_names_become_safe_bounded_slugs(name: str, expected: str) -> None:
     assert slug(name) == expected
@@ -95,6 +97,31 @@ def test_phase_4_ids_are_safe_unique_and_keep_the_projects_own_ids() -> None:
     # never the integration agent's id; the project's components keep theirs; no collision with them
     assert ids == ["p4-integration-2", "p4-component-1", "p4-component-1-2", "p4-etc-web-ui", "p4-" + "a" * 40]
     assert all(aid.replace("-", "").isalnum() and aid.isascii() for aid in ids)
+
+
+def test_names_whose_slugs_collide_are_distinct_components_with_suffixed_ids() -> None:
+    project = parse_project('name = "p"\ngoal = "g"\n[research]\ntopics = ["t"]\n', "p.toml")
+    long = "Notification service for the email delivery "
+    names = [long + "queue", long + "retries", "Résumé parser", "Ré sumé parser", "日本語", "中文", "Vector store",
+             "vector-store"]
+    architecture = Architecture.model_validate(arch(*(comp(n) for n in names[:-1]), comp("vector-store", "日本語")))
+    comps = component_ids(project, architecture)
+    ids = {name: aid for aid, name, *_ in comps}
+    assert ids[long + "queue"] == "p4-notification-service-for-the-email-deliv"
+    assert ids[long + "retries"] == "p4-notification-service-for-the-email-deliv-2"
+    assert ids["Résumé parser"] == "p4-resume-parser" and ids["Ré sumé parser"] == "p4-re-sume-parser"
+    assert ids["日本語"] == "p4-component-5" and ids["中文"] == "p4-component-6"
+    assert ids["Vector store"] == "p4-vector-store" and ids["vector-store"] == "p4-vector-store-2"
+    assert len(set(ids.values())) == len(names)
+    plan = build_plan(project, load_templates(project), architecture)
+    assert "p4-component-5" in plan.by_id["p4-vector-store-2"].depends_on  # found by its exact name
+    assert "p4-vector-store" not in plan.by_id["p4-vector-store-2"].depends_on
+
+
+def test_a_component_name_may_not_hold_an_html_comment() -> None:
+    marker = "<!-- sparc-cloud: the agent's output starts below this line -->"
+    with pytest.raises(ValidationError, match="must not contain '<!--'"):
+        Architecture.model_validate(arch(comp(marker)))
 
 
 def test_components_run_after_those_they_depend_on() -> None:
@@ -385,6 +412,31 @@ def test_an_edited_architecture_json_decides_phase_4_and_a_broken_one_is_refused
     assert records["p3-architecture"]["edited"] is True
     assert [r["id"] for r in records.values() if r["phase"] == 4] == [
         "p4-publish-core", "p4-markdown-store", "p4-search-index", "p4-integration"]
+    _follows_the_edit(out, records, output)
+
+
+def _follows_the_edit(out: Path, records: dict[str, Any], output: str) -> None:
+    """The prose of an edited architecture (record, .md) is rendered from the edited contract, and said so."""
+    assert "using your edited output of p3-architecture" in output
+    text = records["p3-architecture"]["output_text"]
+    assert "### Search index" in text and "### Notes interface" not in text
+    md = (out / "phase-3-architecture" / "p3-architecture.md").read_text(encoding="utf-8")
+    assert "### Search index" in md and "### Notes interface" not in md
+
+
+def test_an_edited_architecture_json_is_taken_in_on_resume_with_its_prose(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    path = out / "phase-3-architecture" / "p3-architecture.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["components"] = [c for c in data["components"] if c["name"] != "Notes interface"]
+    data["components"].append({"name": "Search index", "responsibility": "client-side search"})
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, output = sim_run(out, "--resume", project=NO_COMPONENTS)
+    assert code == 0, output
+    records = agents(bundle(out))
+    assert records["p3-architecture"]["edited"] is True and "p4-search-index" in records
+    _follows_the_edit(out, records, output)
 
 
 def test_an_architecture_on_codex_is_parsed_from_the_tasks_text(tmp_path: Path) -> None:
@@ -565,3 +617,98 @@ def test_the_dashboard_plans_phase_4_from_the_bundles_architecture(tmp_path: Pat
     assert plan is not None
     assert [a.id for a in plan.phase_agents(4)] == [
         "p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]
+
+
+# ----------------------------------------------------------------------------- the run folder's files
+
+MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
+
+
+def test_a_header_value_quoting_the_output_marker_never_splits_the_file(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare()
+    record = AgentRecord(id="p4-x", phase=4, title=f"Component: {MARKER}", backend="sim", model=MARKER,
+                         status="completed", output_text="the real output\n", error=f"x {MARKER}")
+    folder.write_outputs(record)
+    text = folder.output_path(record).read_text(encoding="utf-8")
+    assert text.count(MARKER) == 1 and "&lt;!-- sparc-cloud" in text
+    assert folder.apply_edits({record.id: record}) == [] and record.output_text == "the real output\n"
+    assert not record.edited
+    # a file of an earlier version, with the marker in its title: the marker line is what counts
+    folder.output_path(record).write_text(f"# p4-x: Component: {MARKER}\n\n- status: completed\n\n{MARKER}\n\n"
+                                          "the real output\n", encoding="utf-8")
+    assert folder.apply_edits({record.id: record}) == [] and record.output_text == "the real output\n"
+
+
+def test_a_component_dropped_twice_never_overwrites_its_first_set_aside_copy(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare()
+    phase4 = folder.path / "phase-4-refinement"
+    phase4.mkdir()
+    (phase4 / "p4-x.md").write_text("first\n", encoding="utf-8")
+    assert folder.set_aside("r1", 4, ["p4-x"]) == ["p4-x.md"]
+    (phase4 / "p4-x.md").write_text("second\n", encoding="utf-8")
+    (phase4 / "p4-x.patch").write_text("diff\n", encoding="utf-8")
+    assert folder.set_aside("r1", 4, ["p4-x", "p4-gone"]) == ["p4-x.md", "p4-x.patch"]
+    first = folder.path / "history" / "r1-dropped" / "phase-4-refinement"
+    second = folder.path / "history" / "r1-dropped-2" / "phase-4-refinement"
+    assert (first / "p4-x.md").read_text(encoding="utf-8") == "first\n"
+    assert (second / "p4-x.md").read_text(encoding="utf-8") == "second\n" and (second / "p4-x.patch").exists()
+    assert folder.set_aside("r1", 4, ["p4-x"]) == [] and not (folder.path / "history" / "r1-dropped-3").exists()
+    assert not list(phase4.iterdir())
+
+
+def _plant(out: Path, components: list[dict[str, Any]]) -> None:
+    """The journal's p3-architecture record made to hold `components` (as a hand or a damaged disk might)."""
+    lines = []
+    for line in (out / "journal.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if isinstance(entry.get("record"), dict) and entry["record"]["id"] == "p3-architecture":
+            entry["record"]["output_json"]["components"] = components
+        lines.append(json.dumps(entry))
+    (out / "journal.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("components, says", [
+    ([comp("a", "b"), comp("b", "a")], "cycle: a -> b -> a"),
+    ([comp("evil\x1b[2Jname")], "one line of printable characters"),
+    ([comp(f"c{i}") for i in range(300)], "300 items, at most 24"),
+])
+def test_a_resume_from_the_journal_alone_checks_the_contracts_it_reads(
+        tmp_path: Path, components: list[dict[str, Any]], says: str) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    (out / "bundle.json").unlink()
+    (out / "phase-3-architecture" / "p3-architecture.json").unlink()
+    _plant(out, components)
+    code, output = sim_run(out, "--resume", project=NO_COMPONENTS)
+    assert code == 2, output
+    assert "journal.jsonl holds an output of agent p3-architecture that breaks the architecture contract" in output
+    assert says in output and "Traceback" not in output and "\x1b[2J" not in output
+    assert not (out / "phase-4-refinement").exists()
+
+
+def test_a_rerun_checks_the_contracts_in_the_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out, "--pause-after", "3", project=NO_COMPONENTS)[0] == 0
+    data = bundle(out)
+    for phase in data["phases"]:
+        for rec in phase["agents"]:
+            if rec["id"] == "p3-architecture":
+                rec["output_json"]["components"] = [comp("a", "a")]
+    (out / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+    code, output = sim_run(out, "--phases", "4", project=NO_COMPONENTS)
+    assert code == 2 and "bundle.json holds an output of agent p3-architecture" in output and "depends on itself" \
+        in output, output
+
+
+def test_a_project_listing_more_components_than_an_architecture_may_hold_is_refused_at_load(tmp_path: Path) -> None:
+    text = 'name = "many"\ngoal = "g"\n[research]\ntopics = ["t"]\n'
+    project = tmp_path / "many.toml"
+    project.write_text(text + "".join(f'[[components]]\nname = "c{i}"\ndescription = "d"\n' for i in range(25)),
+                       encoding="utf-8")
+    code, output = cli("run", "--project", str(project), "--backend", "sim", "--dry-run")
+    assert code == 2 and "lists 25 components" in output and "at most 24" in output and "Traceback" not in output
+    project.write_text(text + "".join(f'[[components]]\nname = "c{i}"\ndescription = "d"\n' for i in range(24)),
+                       encoding="utf-8")
+    assert cli("run", "--project", str(project), "--backend", "sim", "--dry-run")[0] == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -119,9 +119,12 @@ class Component(_Contract):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        # the name titles an agent on terminals and in files: no escape sequences, no line breaks
+        # the name titles an agent on terminals and in files: no escape sequences, no line breaks, and no
+        # `<!--` (the Markdown files' output marker is an HTML comment; a name must never pass for it)
         if any(unicodedata.category(ch).startswith("C") for ch in name):
             raise ValueError("the name must be one line of printable characters")
+        if "<!--" in name:
+            raise ValueError("the name must not contain '<!--'")
         return name
 
 
@@ -141,13 +144,18 @@ class Architecture(_Contract):
 
     @model_validator(mode="after")
     def _graph(self) -> Architecture:
-        _unique((slug(c.name) for c in self.components), "component (by name)")
-        names = {slug(c.name): c.name for c in self.components}
+        seen: set[str] = set()
+        for comp in self.components:  # by name: two names whose slugs collide are still two components
+            if name_key(comp.name) in seen:
+                raise ValueError(f"component {comp.name!r} appears twice; each must be unique")
+            seen.add(name_key(comp.name))
+        find = resolver(self.components)
         for comp in self.components:
             for dep in comp.depends_on:
-                if slug(dep) not in names:
+                target = find(dep)
+                if target is None:
                     raise ValueError(f"component {comp.name!r} depends on {dep!r}, which is not a component")
-                if slug(dep) == slug(comp.name):
+                if target is comp:
                     raise ValueError(f"component {comp.name!r} depends on itself")
         order_components(self.components)  # raises on a cycle
         return self
@@ -185,36 +193,84 @@ CONTRACTS: dict[str, type[_Contract]] = {
 
 
 def slug(name: str, limit: int = 40) -> str:
-    """`MCP server core` -> `mcp-server-core`: lower-case letters, digits and single dashes, at most `limit`
-    characters; a name with none of those gives `component`. Safe as a file name and an agent id."""
-    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:limit].strip("-")
+    """`MCP server core` -> `mcp-server-core`, `Ünïcödé Name` -> `unicode-name`: NFKD-normalised with the
+    combining marks dropped, then lower-case ASCII letters, digits and single dashes, at most `limit` characters;
+    a name with none of those gives `component`. Safe as a file name and an agent id. Two names may give the
+    same slug: `unique_slugs` tells them apart."""
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", name) if not unicodedata.combining(ch))
+    text = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:limit].strip("-")
     return text or "component"
+
+
+def name_key(name: str) -> str:
+    """What makes two component names the same name: case and runs of white space do not count."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def unique_slugs(names: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
+    """A distinct slug per name (keyed by `name_key`), in order: a slug already taken gets `-2`, `-3`; a name
+    with no ASCII letter or digit left gets `component-N` (N: its place in the list)."""
+    used = set(taken)
+    out: dict[str, str] = {}
+    for i, name in enumerate(names, 1):
+        key = name_key(name)
+        if key in out:
+            continue
+        base = slug(name)
+        if base == "component" and not re.search(r"[a-z0-9]", name.lower()):
+            base = f"component-{i}"
+        candidate, n = base, 2
+        while candidate in used:
+            candidate, n = f"{base}-{n}", n + 1
+        used.add(candidate)
+        out[key] = candidate
+    return out
+
+
+def resolver(components: list[Component]) -> Callable[[str], Component | None]:
+    """How a `depends_on` entry finds its component: by name (`name_key`), else by slug where exactly one
+    component has that slug (`mcp_server_core` finds `MCP server core`)."""
+    by_name = {name_key(c.name): c for c in components}
+    by_slug: dict[str, list[Component]] = {}
+    for comp in components:
+        by_slug.setdefault(slug(comp.name), []).append(comp)
+
+    def find(name: str) -> Component | None:
+        found = by_name.get(name_key(name))
+        if found is not None:
+            return found
+        candidates = by_slug.get(slug(name), [])
+        return candidates[0] if len(candidates) == 1 else None
+
+    return find
 
 
 def order_components(components: list[Component]) -> list[Component]:
     """The components in an order where each comes after those it depends on (stable otherwise); a cycle is a
     ValueError naming it."""
-    by_slug = {slug(c.name): c for c in components}
+    find = resolver(components)
     done: list[Component] = []
-    placed: set[str] = set()
-    visiting: list[str] = []
+    placed: set[int] = set()
+    visiting: list[Component] = []
 
-    def visit(key: str) -> None:
-        if key in placed:
+    def visit(comp: Component) -> None:
+        if id(comp) in placed:
             return
-        if key in visiting:
-            cycle = [by_slug[k].name for k in visiting[visiting.index(key):]] + [by_slug[key].name]
+        if any(v is comp for v in visiting):
+            start = next(i for i, v in enumerate(visiting) if v is comp)
+            cycle = [v.name for v in visiting[start:]] + [comp.name]
             raise ValueError("components depend on each other in a cycle: " + " -> ".join(cycle))
-        visiting.append(key)
-        for dep in by_slug[key].depends_on:
-            if slug(dep) in by_slug:
-                visit(slug(dep))
+        visiting.append(comp)
+        for dep in comp.depends_on:
+            target = find(dep)
+            if target is not None:
+                visit(target)
         visiting.pop()
-        placed.add(key)
-        done.append(by_slug[key])
+        placed.add(id(comp))
+        done.append(comp)
 
     for comp in components:
-        visit(slug(comp.name))
+        visit(comp)
     return done
 
 
@@ -223,9 +279,9 @@ def order_components(components: list[Component]) -> list[Component]:
 
 def check_covers(architecture: Architecture, expected: Iterable[str]) -> list[str]:
     """Errors for each component the project lists that the architecture leaves out (matched by name)."""
-    names = {slug(c.name) for c in architecture.components}
+    find = resolver(architecture.components)
     return [f"components: the project lists the component {name!r}; the architecture must include it (same name)"
-            for name in expected if slug(name) not in names]
+            for name in expected if find(name) is None]
 
 
 def check_criteria(completion: Completion, criteria: Iterable[str]) -> list[str]:

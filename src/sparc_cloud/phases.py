@@ -22,8 +22,11 @@ from sparc_cloud.contracts import (
     Specification,
     check_covers,
     check_criteria,
+    name_key,
     order_components,
+    resolver,
     slug,
+    unique_slugs,
 )
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.project import Backend, Project
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
 
 MAX_EMBEDDED_DIFF = 20_000
 ARCHITECT = "p3-architecture"
+# the agents that answer with a contract (`AgentSpec.contract` below), for records read back from a run folder
+CONTRACT_AGENTS = {"p1-synthesis": "specification", "p2-pseudocode": "pseudocode", ARCHITECT: "architecture",
+                   "p5-completion": "completion"}
 BASE_IDS = ("p1-synthesis", "p2-pseudocode", ARCHITECT)
 
 
@@ -106,21 +112,25 @@ def component_ids(project: Project, architecture: Architecture | None) -> list[t
     The project's own components keep their ids (`p4-component-N`, as run folders of earlier versions have
     them); the architecture's other components get `p4-<slug of the name>`: lower-case, bounded, unique, safe as
     a file name whatever the model wrote."""
-    listed = {slug(c.name): (f"p4-component-{i}", c.name, c.description) for i, c in enumerate(project.components, 1)}
+    listed = {name_key(c.name): (f"p4-component-{i}", c.name, c.description)
+              for i, c in enumerate(project.components, 1)}
     if architecture is None:
         return [(aid, name, desc, None) for aid, name, desc in listed.values()]
-    taken = {"p4-integration", *(aid for aid, _, _ in listed.values())}
-    out: list[tuple[str, str, str, Component | None]] = []
-    for comp in order_components(architecture.components):
-        key = slug(comp.name)
+    ordered = order_components(architecture.components)
+    mine: dict[int, tuple[str, str, str]] = {}
+    for comp in ordered:  # a listed component: same name, else the one listed name with the same slug
+        key = name_key(comp.name)
+        if key not in listed:
+            same = [k for k in listed if slug(k) == slug(comp.name)]
+            key = same[0] if len(same) == 1 else key
         if key in listed:
-            aid, name, desc = listed.pop(key)
-        else:
-            aid, n = f"p4-{key}", 2
-            while aid in taken:
-                aid, n = f"p4-{key}-{n}", n + 1
-            name, desc = comp.name, ""
-        taken.add(aid)
+            mine[id(comp)] = listed.pop(key)
+    taken = {"integration", *(aid.removeprefix("p4-") for aid, _, _ in mine.values()),
+             *(aid.removeprefix("p4-") for aid, _, _ in listed.values())}
+    slugs = unique_slugs((c.name for c in ordered if id(c) not in mine), taken)
+    out: list[tuple[str, str, str, Component | None]] = []
+    for comp in ordered:
+        aid, name, desc = mine.get(id(comp)) or (f"p4-{slugs[name_key(comp.name)]}", comp.name, "")
         out.append((aid, name, _describe(desc, comp), comp))
     # a listed component the architecture left out (a contract checked before this version): still built
     out += [(aid, name, desc, None) for aid, name, desc in listed.values()]
@@ -130,10 +140,12 @@ def component_ids(project: Project, architecture: Architecture | None) -> list[t
 def _refinement(project: Project, architecture: Architecture | None) -> list[AgentSpec]:
     cfg = project.phases.refinement
     comps = component_ids(project, architecture)
-    by_slug = {slug(comp.name): aid for aid, _, _, comp in comps if comp is not None}
+    by_comp = {id(comp): aid for aid, _, _, comp in comps if comp is not None}
+    find = resolver(architecture.components) if architecture is not None else (lambda _: None)
     agents = []
     for i, (aid, name, desc, comp) in enumerate(comps, 1):
-        builds_on = tuple(by_slug[slug(d)] for d in (comp.depends_on if comp else []) if slug(d) in by_slug)
+        found = (find(d) for d in (comp.depends_on if comp else []))
+        builds_on = tuple(dict.fromkeys(by_comp[id(f)] for f in found if f is not None and id(f) in by_comp))
         agents.append(AgentSpec(aid, 4, cfg.backend, cfg.model, "component", f"Component: {name}",
                                 (*BASE_IDS, *builds_on),
                                 (("component_name", name), ("component_description", desc),

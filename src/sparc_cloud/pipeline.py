@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 from sparc_cloud.phases import ARCHITECT, GROWS_AT, PHASES, AgentSpec, Plan, phase_dir, plan_for
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
-from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
+from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark, check_contracts
 from sparc_cloud.safefs import UnsafePath, check_component
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
@@ -388,6 +388,9 @@ def _load_previous(folder: RunFolder, project: Project, prices: dict[str, tuple[
     if existing is not None and existing.project != project.name:
         raise ConfigError(f"{folder.path} holds a run of project {existing.project!r}, not {project.name!r}. Use "
                           "--output to pick that project's folder.")
+    if existing is not None:  # the contracts it read back are checked as an edited .json is
+        check_contracts(existing.records().values(), folder.bundle_path)
+    check_contracts(journal.records.values(), folder.journal_path)
     return existing, journal
 
 

@@ -26,6 +26,7 @@ from sparc_cloud.backends.registry import (
 )
 from sparc_cloud.backends.registry_fields import ProviderTables
 from sparc_cloud.catalog import builtin_projects, builtin_text
+from sparc_cloud.contracts import MAX_COMPONENTS
 from sparc_cloud.errors import ConfigError
 
 Backend = str  # a backend name: a built-in one (backends/registry.py) or a `[backends.NAME]` table
@@ -220,6 +221,12 @@ class Project(ProviderTables, _Strict):
         names = [c.name.lower() for c in components]
         if len(set(names)) != len(names):
             raise ValueError("component names must be unique (two agents would get the same prompt)")
+        if len(components) > MAX_COMPONENTS:
+            raise ValueError(f"the project lists {len(components)} components, but an architecture may have at most "
+                             f"{MAX_COMPONENTS} (phase 4 runs one agent per component) and must include every "
+                             f"component the project lists, so phase 3 could never succeed. List at most "
+                             f"{MAX_COMPONENTS} components (merge related ones), or leave [[components]] out and let "
+                             "the architect decide the split")
         return components
 
     @field_validator("prompts")

@@ -8,8 +8,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -17,9 +18,9 @@ from typing import IO, Any, Literal
 from pydantic import ValidationError
 
 from sparc_cloud.bundle import AgentRecord, Bundle, bundle_bytes, load_bundle
-from sparc_cloud.contracts import CONTRACTS
+from sparc_cloud.contracts import CONTRACTS, render_markdown
 from sparc_cloud.errors import ConfigError, RunFolderWriteError
-from sparc_cloud.phases import phase_dir
+from sparc_cloud.phases import CONTRACT_AGENTS, phase_dir
 from sparc_cloud.runfiles import (
     archived_entries,
     check_bundle_names,
@@ -32,6 +33,22 @@ from sparc_cloud.terminal import clean
 
 log = logging.getLogger(__name__)
 OUTPUT_MARKER = "<!-- sparc-cloud: the agent's output starts below this line -->"
+_MARKER_LINE = re.compile("^" + re.escape(OUTPUT_MARKER) + "$", re.MULTILINE)
+
+
+def _header_value(value: str) -> str:
+    """A value for the Markdown header: one line, control characters escaped, and no `<!--` (the output marker
+    is an HTML comment: a name, error or model id must never pass for it)."""
+    return clean(value, one_line=True).replace("<!--", "&lt;!--")
+
+
+def split_output(text: str) -> str | None:
+    """The text below the output marker of an agent's Markdown file (None: no marker). The marker is the first
+    line that is the marker alone, so a header value quoting it (files of earlier versions) is not taken."""
+    found = _MARKER_LINE.search(text)
+    if found is None:
+        return None
+    return text[found.end():].removeprefix("\n\n")
 
 
 @dataclass
@@ -87,6 +104,26 @@ class JournalState:
         self.record_lines += 1
         if not record.reused and record.status != "skipped":
             self.spent_usd += cost(record) if cost is not None else (record.cost_usd or 0.0)
+
+
+def check_contracts(records: Iterable[AgentRecord], source: Path) -> None:
+    """Every contract in records read back from `source` (bundle.json, journal.jsonl) checked as an edited
+    `<agent>.json` is: a run folder changed by hand never feeds the next phases an unchecked contract (a cycle,
+    an escape sequence in a name, more components than phase 4 may build). A broken one is a ConfigError."""
+    for record in records:
+        name = CONTRACT_AGENTS.get(record.id) or record.contract
+        if record.output_json is None or name not in CONTRACTS:
+            continue
+        try:
+            CONTRACTS[name].model_validate(record.output_json)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the top level"
+            raise ConfigError(
+                f"{source} holds an output of agent {record.id} that breaks the {name} contract at {where}: "
+                f"{clean(str(first['msg']), one_line=True)}. The run folder was changed by hand or damaged, and "
+                "nothing was run. Fix or remove that record, or start a fresh run (without --resume and "
+                "--phases) or in another --output folder.") from None
 
 
 class RunFolder:
@@ -278,24 +315,30 @@ class RunFolder:
     def set_aside(self, run_id: str, phase: int, ids: list[str]) -> list[str]:
         """Move the files of agents that left the plan (`<id>.md`, `.patch`, `.json`) out of the phase folder into
         `history/<run_id>-dropped/<phase folder>/`, so the folder shows only what the bundle holds; nothing is
-        deleted. Returns the names moved."""
+        deleted or overwritten: a later drop goes to a fresh `history/<run_id>-dropped-2/`, `-3`, ...
+        Returns the names moved."""
         folder = phase_dir(phase)
-        base = f"history/{check_component(run_id, 'the run id', str(self.bundle_path))}-dropped/{folder}"
-        moved = []
+        run = check_component(run_id, "the run id", str(self.bundle_path))
+        names = []
         for aid in ids:
             check_component(aid, "an agent id", str(self.journal_path))
-            for suffix in (".md", ".patch", ".json"):
-                name = f"{aid}{suffix}"
-                if self.root.kind(f"{folder}/{name}") != "file":
-                    continue
-                try:
-                    self.root.mkdir(base)
-                    if self.root.kind(f"{base}/{name}") != "missing":
-                        self.root.unlink(f"{base}/{name}")  # a component dropped again: its latest files
-                    self.root.move(f"{folder}/{name}", f"{base}/{name}")
-                except OSError as exc:
-                    raise self.write_failed(self.path / folder / name, exc) from None
-                moved.append(name)
+            names += [f"{aid}{suffix}" for suffix in (".md", ".patch", ".json")
+                      if self.root.kind(f"{folder}/{aid}{suffix}") == "file"]
+        if not names:
+            return []
+        drop, suffix = f"{run}-dropped", 1
+        while self.root.kind(f"history/{drop}") != "missing":
+            suffix += 1
+            drop = f"{run}-dropped-{suffix}"
+        base = f"history/{drop}/{folder}"
+        moved = []
+        for name in names:
+            try:
+                self.root.mkdir(base)
+                self.root.move(f"{folder}/{name}", f"{base}/{name}")
+            except OSError as exc:
+                raise self.write_failed(self.path / folder / name, exc) from None
+            moved.append(name)
         return moved
 
     def sync(self) -> None:
@@ -360,9 +403,9 @@ class RunFolder:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 continue
-            if OUTPUT_MARKER not in text:
+            body = split_output(text)
+            if body is None:
                 continue
-            body = text.split(OUTPUT_MARKER, 1)[1].removeprefix("\n\n")
             original = record.output_text if record.output_text.endswith("\n") else record.output_text + "\n"
             if body != original:
                 record.output_text = body
@@ -398,8 +441,11 @@ class RunFolder:
             raise ConfigError(f"{path} breaks the {record.contract} contract at {where}: {first['msg']}. Fix it, or "
                               "delete it to keep the agent's own contract.") from None
         record.output_json = model.model_dump(mode="json")
+        # the prose follows the contract: the next phases' prompts, the report and export read `output_text`
+        record.output_text = render_markdown(model)
         record.edited = True
         record.edited_hash = "sha256:" + hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        self.write_outputs(record)  # its .md now shows what the edited contract says
         return True
 
     def output_path(self, record: AgentRecord, suffix: str = ".md") -> Path:
@@ -412,7 +458,7 @@ class RunFolder:
         # The header is built from names a project file or a server chose: control characters are escaped so
         # `cat`-ing the file cannot drive the terminal (the output below the marker is the model's text, kept
         # byte for byte so the review gate can tell an edit from the original).
-        title, backend, model = (clean(v, one_line=True) for v in (record.title, record.backend, record.model))
+        title, backend, model = (_header_value(v) for v in (record.title, record.backend, record.model))
         header = [
             f"# {record.id}: {title}",
             "",
@@ -423,16 +469,16 @@ class RunFolder:
             f"- latency: {record.latency_s:.2f} s, attempts: {record.attempts}",
         ]
         if record.task_id:
-            header.append(f"- Task: {clean(record.task_id, one_line=True)}")
+            header.append(f"- Task: {_header_value(record.task_id)}")
         if record.error:
-            header.append(f"- error: {clean(record.error, one_line=True)}")
+            header.append(f"- error: {_header_value(record.error)}")
         if record.diff:
             header.append(f"- diff: {record.id}.patch")
         if record.output_json is not None:
             repaired = " (after one repair turn)" if record.contract_repaired else ""
             header.append(f"- {record.contract or 'contract'}: {record.id}.json, validated{repaired}")
         elif record.contract_errors:
-            header.append(f"- contract broken: {clean('; '.join(record.contract_errors[:3]), one_line=True)}")
+            header.append(f"- contract broken: {_header_value('; '.join(record.contract_errors[:3]))}")
         contract = json.dumps(record.output_json, indent=2) + "\n" if record.output_json is not None else None
         text = "\n".join(header) + "\n\n" + OUTPUT_MARKER + "\n\n" + record.output_text
         if not text.endswith("\n"):
