@@ -646,15 +646,15 @@ def test_a_component_dropped_twice_never_overwrites_its_first_set_aside_copy(tmp
     phase4 = folder.path / "phase-4-refinement"
     phase4.mkdir()
     (phase4 / "p4-x.md").write_text("first\n", encoding="utf-8")
-    assert folder.set_aside("r1", 4, ["p4-x"]) == ["p4-x.md"]
+    assert folder.set_aside("r1", 4, ["p4-x"]) == "history/r1-dropped/"
     (phase4 / "p4-x.md").write_text("second\n", encoding="utf-8")
     (phase4 / "p4-x.patch").write_text("diff\n", encoding="utf-8")
-    assert folder.set_aside("r1", 4, ["p4-x", "p4-gone"]) == ["p4-x.md", "p4-x.patch"]
+    assert folder.set_aside("r1", 4, ["p4-x", "p4-gone"]) == "history/r1-dropped-2/"
     first = folder.path / "history" / "r1-dropped" / "phase-4-refinement"
     second = folder.path / "history" / "r1-dropped-2" / "phase-4-refinement"
     assert (first / "p4-x.md").read_text(encoding="utf-8") == "first\n"
     assert (second / "p4-x.md").read_text(encoding="utf-8") == "second\n" and (second / "p4-x.patch").exists()
-    assert folder.set_aside("r1", 4, ["p4-x"]) == [] and not (folder.path / "history" / "r1-dropped-3").exists()
+    assert folder.set_aside("r1", 4, ["p4-x"]) is None and not (folder.path / "history" / "r1-dropped-3").exists()
     assert not list(phase4.iterdir())
 
 

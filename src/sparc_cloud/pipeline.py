@@ -731,9 +731,13 @@ def _drop(r: _Run, sinks: _Sinks) -> None:
         return
     _write_or_stop(r.options, r.folder, None, lambda: r.folder.append_dropped(r.bundle.run_id, r.dropped))
     moved: list[str] = []
-    _write_or_stop(r.options, r.folder, None,
-                   lambda: moved.extend(r.folder.set_aside(r.bundle.run_id, GROWS_AT, r.dropped)))
-    where = f"; their files moved to history/{r.bundle.run_id}-dropped/" if moved else ""
+
+    def set_aside() -> None:
+        if (to := r.folder.set_aside(r.bundle.run_id, GROWS_AT, r.dropped)) is not None:
+            moved.append(to)
+
+    _write_or_stop(r.options, r.folder, None, set_aside)
+    where = f"; their files moved to {moved[0]}" if moved else ""
     sinks.bus.emit(Event("phase_grown", phase=GROWS_AT, message=f"dropped from the bundle: {', '.join(r.dropped)} "
                          f"(components the architecture no longer names){where}", data={"dropped": r.dropped}))
 

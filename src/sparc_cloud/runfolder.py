@@ -312,11 +312,11 @@ class RunFolder:
         """A line saying these agents left the plan: a resume no longer brings their records back."""
         self.journal_bytes += self._append_line({"run_id": run_id, "dropped": ids})
 
-    def set_aside(self, run_id: str, phase: int, ids: list[str]) -> list[str]:
+    def set_aside(self, run_id: str, phase: int, ids: list[str]) -> str | None:
         """Move the files of agents that left the plan (`<id>.md`, `.patch`, `.json`) out of the phase folder into
         `history/<run_id>-dropped/<phase folder>/`, so the folder shows only what the bundle holds; nothing is
         deleted or overwritten: a later drop goes to a fresh `history/<run_id>-dropped-2/`, `-3`, ...
-        Returns the names moved."""
+        Returns the folder they went to (`history/<run_id>-dropped-2/`), None when there was nothing to move."""
         folder = phase_dir(phase)
         run = check_component(run_id, "the run id", str(self.bundle_path))
         names = []
@@ -325,21 +325,19 @@ class RunFolder:
             names += [f"{aid}{suffix}" for suffix in (".md", ".patch", ".json")
                       if self.root.kind(f"{folder}/{aid}{suffix}") == "file"]
         if not names:
-            return []
+            return None
         drop, suffix = f"{run}-dropped", 1
         while self.root.kind(f"history/{drop}") != "missing":
             suffix += 1
             drop = f"{run}-dropped-{suffix}"
         base = f"history/{drop}/{folder}"
-        moved = []
         for name in names:
             try:
                 self.root.mkdir(base)
                 self.root.move(f"{folder}/{name}", f"{base}/{name}")
             except OSError as exc:
                 raise self.write_failed(self.path / folder / name, exc) from None
-            moved.append(name)
-        return moved
+        return f"history/{drop}/"
 
     def sync(self) -> None:
         """fsync the journal."""
