@@ -119,8 +119,12 @@ class Component(_Contract):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        # the name titles an agent on terminals and in files: no escape sequences, no line breaks, and no
-        # `<!--` (the Markdown files' output marker is an HTML comment; a name must never pass for it)
+        return cls.check_name(name)
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        """A component's name titles an agent on terminals and in files: no escape sequences, no line breaks, and
+        no `<!--` (the Markdown files' output marker is an HTML comment; a name must never pass for it)."""
         if any(unicodedata.category(ch).startswith("C") for ch in name):
             raise ValueError("the name must be one line of printable characters")
         if "<!--" in name:

@@ -26,7 +26,8 @@ from sparc_cloud.backends.registry import (
 )
 from sparc_cloud.backends.registry_fields import ProviderTables
 from sparc_cloud.catalog import builtin_projects, builtin_text
-from sparc_cloud.contracts import MAX_COMPONENTS
+from sparc_cloud.contracts import MAX_COMPONENTS, name_key
+from sparc_cloud.contracts import Component as ArchComponent
 from sparc_cloud.errors import ConfigError
 
 Backend = str  # a backend name: a built-in one (backends/registry.py) or a `[backends.NAME]` table
@@ -53,10 +54,16 @@ class _Strict(BaseModel):
 
 
 class Component(_Strict):
-    """One thing to build in phase 4."""
+    """One thing to build in phase 4 (its name follows the architecture contract's rules for a name: the
+    architecture must include it under that name)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=80)
     description: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        return ArchComponent.check_name(name)
 
 
 class Research(_Strict):
@@ -218,7 +225,7 @@ class Project(ProviderTables, _Strict):
     @field_validator("components")
     @classmethod
     def _unique_components(cls, components: list[Component]) -> list[Component]:
-        names = [c.name.lower() for c in components]
+        names = [name_key(c.name) for c in components]
         if len(set(names)) != len(names):
             raise ValueError("component names must be unique (two agents would get the same prompt)")
         if len(components) > MAX_COMPONENTS:
