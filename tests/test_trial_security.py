@@ -162,3 +162,31 @@ def test_a_password_in_base_url_is_never_printed_nor_stored(tmp_path: Path, refu
     for args in (("doctor", "--project", str(path)), ("doctor", "--project", str(path), "--json")):
         code, output = cli(*args)
         assert "hunter2pw" not in output and "user:***@" in output, output
+
+
+# (15) error messages cap the values they echo; (20) base_url is checked at load
+
+def test_a_huge_value_is_not_echoed_whole() -> None:
+    from sparc_cloud.errors import ConfigError
+    from sparc_cloud.structured import read_answer
+
+    huge = "x" * 200_000
+    with pytest.raises(ConfigError) as caught:
+        parse_project(MINIMAL + f'[phases.specification]\nmodel = 5\n[backends.{"b" * 300}]\nkind = "{huge}"\n',
+                      "p.toml")
+    assert len(str(caught.value)) < 2_000 and "characters)" in str(caught.value)
+    answer = json.dumps({"overview": "o", "components": [
+        {"name": "a", "responsibility": "r", "interface": "i", "depends_on": [huge]}]})
+    model, errors = read_answer("architecture", answer)
+    assert model is None and errors and all(len(e) < 1_000 for e in errors), [len(e) for e in errors]
+
+
+@pytest.mark.parametrize(("url", "says"), [("http://[::1]:99999/v1", "not a usable URL"),
+                                          ("http://localhost:0/v1", "port 0"),
+                                          ("http://local\x1b[31mhost/v1", "control character"),
+                                          ("http://local\nhost/v1", "control character")])
+def test_a_bad_base_url_is_refused_at_load(url: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_endpoint(json.dumps(url)[1:-1], None), encoding="utf-8")
+    code, output = cli("run", "--project", str(path), "--dry-run")
+    assert code == 2 and says in output and "\x1b" not in output, output

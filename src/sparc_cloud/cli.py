@@ -115,7 +115,9 @@ def load_cli_settings(*, flags: dict[str, str] | None = None, **overrides: Any) 
         first = exc.errors()[0]
         field = str(first["loc"][0])
         flag = {**_FLAGS, **(flags or {})}.get(field, "--" + field.replace("_", "-"))
-        _fail(f"{flag} is invalid: {first['msg']} (got {first.get('input')!r}).")
+        from sparc_cloud.terminal import clip
+
+        _fail(f"{flag} is invalid: {clip(str(first['msg']))} (got {clip(repr(first.get('input')))}).")
 
 
 _settings = load_cli_settings
