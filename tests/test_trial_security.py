@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,121 @@ def test_a_bad_base_url_is_refused_at_load(url: str, says: str, tmp_path: Path) 
     path.write_text(_endpoint(json.dumps(url)[1:-1], None), encoding="utf-8")
     code, output = cli("run", "--project", str(path), "--dry-run")
     assert code == 2 and says in output and "\x1b" not in output, output
+
+
+# (3) (13) (18) export: escapes, stale phases, a target inside the run
+
+@pytest.fixture(scope="module")
+def _one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.cliutil import sim_run
+
+    out = tmp_path_factory.mktemp("once") / "run"
+    code, output = sim_run(out)
+    assert code == 0, output
+    return out
+
+
+@pytest.fixture
+def finished(_one_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(_one_run, out)
+    return out
+
+
+def _change_bundle(out: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads((out / "bundle.json").read_text(encoding="utf-8"))
+    change(data)
+    (out / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def _set_diff(out: Path, agent_id: str, diff: str) -> None:
+    def change(data: dict[str, Any]) -> None:
+        for agent in data["phases"][3]["agents"]:
+            if agent["id"] == agent_id:
+                agent["diff"] = diff
+    _change_bundle(out, change)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} \
+        if folder.exists() else {}
+
+
+def test_export_cleans_escape_sequences_out_of_document_titles(finished: Path, tmp_path: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["phases"][0]["agents"][0]["title"] = "Research \x1b[31mred\x1b]0;owned\x07"
+    _change_bundle(finished, change)
+    target = tmp_path / "out"
+    code, output = cli("export", str(finished), "--to", str(target))
+    assert code == 0, output
+    written = b"".join(_files(target / "docs").values())
+    assert b"\x1b" not in written and b"\x07" not in written and b"Research \\x1b[31mred" in written
+
+
+def test_export_refuses_a_path_with_a_control_character(finished: Path, tmp_path: Path) -> None:
+    name = "\x1b[31mred.txt"
+    _set_diff(finished, "p4-component-1", f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
+                                          f"+++ b/{name}\n@@ -0,0 +1 @@\n+red\n")
+    target = tmp_path / "out"
+    code, output = cli("export", str(finished), "--to", str(target))
+    assert code == 2 and "p4-component-1" in output and "control character" in output, output
+    assert "\x1b" not in output and not target.exists()
+
+
+def test_the_link_error_names_the_diff_that_creates_the_link(finished: Path, tmp_path: Path) -> None:
+    _set_diff(finished, "p4-component-2", "diff --git a/lnk2 b/lnk2\nnew file mode 120000\n--- /dev/null\n"
+                                          "+++ b/lnk2\n@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n")
+    target = tmp_path / "out"
+    code, output = cli("export", str(finished), "--to", str(target))
+    assert code == 2 and "The diff of p4-component-2 creates lnk2 as a symbolic link" in output, output
+    assert "p4-component-1" not in output and not target.exists()
+
+
+def test_export_of_stale_phases_is_refused_unless_asked(finished: Path, tmp_path: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        for phase in data["phases"][3:]:
+            phase["stale"], phase["stale_reason"] = True, "it reads phase 3 (architecture), which was rerun"
+    _change_bundle(finished, change)
+    target = tmp_path / "out"
+    code, output = cli("export", str(finished), "--to", str(target))
+    assert code == 2 and "phase 4 (refinement)" in output and "phase 5 (completion)" in output, output
+    assert "--phases 4-5" in output and "--backend sim" in output and "--stale-ok" in output
+    assert not target.exists()
+    code, output = cli("export", str(finished), "--to", str(target), "--stale-ok")
+    assert code == 0 and "stale" in output and (target / "docs" / "sparc").is_dir(), output
+
+
+@pytest.mark.parametrize("inside", ["", "phase-4-refinement", "new/deeper"])
+def test_export_into_the_run_folder_is_refused(finished: Path, inside: str) -> None:
+    before = _files(finished)
+    code, output = cli("export", str(finished), "--to", str(finished / inside))
+    assert code == 2 and "inside the run folder" in output, output
+    assert _files(finished) == before and not (finished / "new").exists()
+
+
+def test_a_run_folder_inside_the_targets_git_is_refused(_one_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    target = tmp_path / "checkout"
+    run = target / ".git" / "run"
+    shutil.copytree(_one_run, run)
+    code, output = cli("export", str(run), "--to", str(target))
+    assert code == 2 and ".git" in output, output
+    assert sorted(p.name for p in target.iterdir()) == [".git"]
+
+
+# (19) CLI rough edges
+
+def test_an_option_and_its_old_spelling_together_are_refused() -> None:
+    code, output = cli("run", "--project", "memory-extension", "--backend", "sim", "--codex-env", "foo",
+                       "--environment", "bar", "--dry-run")
+    assert code == 2 and "--codex-env" in output and "--environment" in output, output
+
+
+def test_usage_lines_use_plain_metavars() -> None:
+    for command, usage in (("export", "export [OPTIONS] RUN_DIR"), ("init", "init [OPTIONS] NAME"),
+                           ("report", "report [OPTIONS] [RUN_DIR]")):
+        code, output = cli(command, "--help")
+        assert code == 0 and usage in output, output
