@@ -309,3 +309,12 @@ def test_usage_lines_use_plain_metavars() -> None:
                            ("report", "report [OPTIONS] [RUN_DIR]")):
         code, output = cli(command, "--help")
         assert code == 0 and usage in output, output
+
+
+def test_quiet_prints_no_describe_lines(tmp_path: Path) -> None:
+    from tests.cliutil import FAST
+
+    code, output = cli("-q", "run", "--project", "memory-extension", "--backend", "sim", "--sim-time-scale", FAST,
+                       "--output", str(tmp_path / "run"), "--phases", "1")
+    assert code == 0 and "gemini:" not in output and "Code Assist at" not in output, output
+    assert output.count("\n") == 1, output
