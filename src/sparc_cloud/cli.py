@@ -17,9 +17,18 @@ from types import FrameType
 from typing import IO, Annotated, Any, NoReturn, cast
 
 import typer
+from typer.core import TyperCommand
 
 from sparc_cloud import __version__
 from sparc_cloud.terminal import plural
+
+
+class _PlainUsage(TyperCommand):
+    """A command whose usage line shows a required argument as `RUN_DIR`, not typer's `{RUN_DIR}`."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
 
 app = typer.Typer(
     name="sparc-cloud",
@@ -115,7 +124,9 @@ def load_cli_settings(*, flags: dict[str, str] | None = None, **overrides: Any) 
         first = exc.errors()[0]
         field = str(first["loc"][0])
         flag = {**_FLAGS, **(flags or {})}.get(field, "--" + field.replace("_", "-"))
-        _fail(f"{flag} is invalid: {first['msg']} (got {first.get('input')!r}).")
+        from sparc_cloud.terminal import clip
+
+        _fail(f"{flag} is invalid: {clip(str(first['msg']))} (got {clip(repr(first.get('input')))}).")
 
 
 _settings = load_cli_settings
@@ -258,8 +269,8 @@ def run(
             _fail(_bad_backend(ctx, backend))
         check_flag_numbers(deadline=deadline, budget_usd=budget_usd, agent_timeout=agent_timeout,
                            sim_time_scale=sim_time_scale)
-        environment = environment if environment is not None else old_environment
-        fallback = fallback if fallback is not None else old_fallback
+        environment = _one_of("environment", environment, old_environment)
+        fallback = _one_of("fallback", fallback, old_fallback)
         kind_options: dict[str, Any] = {"environment": environment, "branch": branch, "fallback": fallback}
         kind_settings: dict[str, Any] = {_option_settings()[k]: v for k, v in kind_options.items()
                                          if k in _option_settings()}
@@ -325,6 +336,14 @@ def run(
     # a reader that has gone (`| head`) does not change the exit code
     echo(outcome.message, err=outcome.exit_code != 0 or json_out)
     raise typer.Exit(outcome.exit_code)
+
+
+def _one_of(option: str, value: Any, old_value: Any) -> Any:
+    """The value of a run option given by its name or its old spelling (exit 2 when given by both)."""
+    if value is not None and old_value is not None:
+        old = _ALIASES.get(option, "").split("/")[0]
+        _fail(f"{old} is the old spelling of --{option}: give one of them, not both.")
+    return value if value is not None else old_value
 
 
 def _bad_backend(ctx: typer.Context, backend: str) -> str:
@@ -453,7 +472,8 @@ def projects(
 @app.command()
 def report(
     run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
-                                                        "SPARC_OUTPUT_DIR).", show_default=False)] = None,
+                                                        "SPARC_OUTPUT_DIR).", show_default=False,
+                                                   metavar="RUN_DIR")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table for a pull request.")] = False,
 ) -> None:
@@ -494,7 +514,8 @@ def report(
 @app.command("dashboard")
 def dashboard_cmd(
     run_dir: Annotated[Path | None, typer.Argument(help="A run folder (default: the newest under ./sparc-runs, or "
-                                                        "SPARC_OUTPUT_DIR).", show_default=False)] = None,
+                                                        "SPARC_OUTPUT_DIR).", show_default=False,
+                                                   metavar="RUN_DIR")] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", envvar="SPARC_DASHBOARD_PORT",
                                       show_envvar=True)] = 0,
 ) -> None:
@@ -570,7 +591,7 @@ def doctor(
             loaded = load_project(project)[0]
         except SparcError as exc:
             _fail(str(exc), exc.exit_code)
-    checks = run_doctor(_settings(), environment if environment is not None else old_environment, loaded)
+    checks = run_doctor(_settings(), _one_of("environment", environment, old_environment), loaded)
     if json_out:
         import json
 
@@ -589,12 +610,18 @@ def doctor(
     raise typer.Exit(1 if failed else 0)
 
 
-@app.command("export")
+@app.command("export", cls=_PlainUsage)
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    to: Annotated[Path, typer.Option("--to", help="Directory or git checkout to write into.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.", metavar="RUN_DIR")],
+    to: Annotated[Path, typer.Option("--to", help="Directory or git checkout to write into (not inside the run "
+                                                  "folder).")],
     partial: Annotated[bool, typer.Option(help="Export a run whose phase 4 has failed or skipped agents (what "
                                                "is missing is named).")] = False,
+    stale_ok: Annotated[bool, typer.Option("--stale-ok", help="Export a run with stale phases (made from inputs "
+                                                              "that changed since, e.g. after --phases 3 with a "
+                                                              "new goal) as they are; without it such a run is "
+                                                              "refused, naming the command that updates it.")]
+    = False,
 ) -> None:
     """Apply the run's diffs into a directory or git checkout and write the phase documents under
     docs/sparc/: all of it, or (when a diff does not apply or a write fails) nothing at all.
@@ -608,18 +635,20 @@ def export_cmd(
     from sparc_cloud.terminal import echo
 
     try:
-        result = export_run(run_dir, to, partial=partial)
+        result = export_run(run_dir, to, partial=partial, stale_ok=stale_ok)
     except SparcError as exc:
         _fail(str(exc), exc.exit_code)
     echo(f"applied {len(result.patches)} diff(s) ({', '.join(result.patches) or 'none'}) and wrote "
          f"{len(result.documents)} document(s) under {to / 'docs' / 'sparc'}")
     if result.missing:
         echo(f"not exported (--partial): {', '.join(result.missing)}")
+    if result.stale:
+        echo(f"exported although stale (--stale-ok): {'; '.join(result.stale)}")
 
 
-@app.command()
+@app.command(cls=_PlainUsage)
 def init(
-    name: Annotated[str, typer.Argument(help="Project name (letters, digits, '.', '_', '-').")],
+    name: Annotated[str, typer.Argument(help="Project name (letters, digits, '.', '_', '-').", metavar="NAME")],
     directory: Annotated[Path, typer.Option("--dir", help="Where to write NAME.toml.")] = Path("."),
 ) -> None:
     """Write a commented project file to start from.

@@ -20,7 +20,7 @@ from sparc_cloud.checks import Check
 from sparc_cloud.clients.factory import ClientContext
 from sparc_cloud.errors import Unreachable
 from sparc_cloud.http.clock import RealClock
-from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.redact import SecretRegistry, hide_userinfo
 from sparc_cloud.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,5 +83,7 @@ def run_doctor(settings: Settings, environment: str | None = None, project: Proj
         assert kind is not None, "project validation refuses unknown backend names"
         checks += load_kind(kind).doctor(dctx, name)
     for check in checks:
-        check.detail = secrets.redact(check.detail)
+        check.detail = secrets.redact(hide_userinfo(check.detail))
+        if check.fix:
+            check.fix = secrets.redact(hide_userinfo(check.fix))
     return checks

@@ -10,12 +10,16 @@ All or nothing:
    fails (disk full), the files already written are put back as they were.
 
 A run whose phase 4 has failed or skipped agents (or did not run) is exported only with `partial=True`;
-`ExportResult.missing` names what is left out."""
+`ExportResult.missing` names what is left out. A run with stale phases (made from inputs that changed since,
+e.g. after `--phases 3` with a new goal) is exported only with `stale_ok=True`. The target may not lie inside
+the run folder."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -28,8 +32,10 @@ from sparc_cloud.errors import ConfigError, SparcError
 from sparc_cloud.phases import phase_dir
 from sparc_cloud.runfiles import check_bundle_names
 from sparc_cloud.safefs import Root, link_error
+from sparc_cloud.terminal import clean
 
 File = tuple[bytes, int | None]  # content and permission bits (None: leave the default)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class ExportWriteError(SparcError):
@@ -43,6 +49,7 @@ class ExportResult:
     documents: list[Path] = field(default_factory=list)
     patches: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # phases exported although stale (with `stale_ok`)
 
 
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -68,6 +75,10 @@ def missing_work(bundle: Bundle) -> list[str]:
 
 def _checked_path(raw: str, record: AgentRecord) -> str:
     """A path named by a diff, refused unless it stays inside the target and out of `.git`."""
+    if _CONTROL.search(raw):
+        raise ConfigError(f"The diff of {record.id} names the path {clean(raw, one_line=True)!r}, which holds a control "
+                          "character (an escape sequence, a newline); export does not create such names. Nothing was "
+                          "changed: export with --partial after dropping that agent, or rerun it.")
     parts = PurePosixPath(raw).parts
     if not parts or raw.startswith("/") or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts) \
             or "\0" in raw:
@@ -122,7 +133,8 @@ def _scratch_result(scratch: Path, rel: str, record_ids: str) -> File | None:
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(info.st_mode):
-        raise ConfigError(f"A diff ({record_ids}) creates {rel} as a symbolic link; export does not write links. "
+        which = f"The diffs of {record_ids} create" if "," in record_ids else f"The diff of {record_ids} creates"
+        raise ConfigError(f"{which} {clean(rel, one_line=True)} as a symbolic link; export does not write links. "
                           "Nothing was changed.")
     if not stat.S_ISREG(info.st_mode):
         return None
@@ -136,13 +148,17 @@ def _plan_changes(records: list[AgentRecord], target: Path, root: Root | None) -
         scratch = Path(tmp) / "tree"
         scratch.mkdir()
         touched: list[str] = []
+        touched_by: dict[str, list[str]] = {}
         patches: list[tuple[AgentRecord, Path]] = []
         for record in records:
             assert record.diff is not None
             patch = Path(tmp) / f"{record.id}.patch"
             patch.write_text(record.diff if record.diff.endswith("\n") else record.diff + "\n", encoding="utf-8")
             patches.append((record, patch))
-            touched += [p for p in _touched(patch, scratch, record) if p not in touched]
+            paths = _touched(patch, scratch, record)
+            touched += [p for p in paths if p not in touched]
+            for rel in paths:
+                touched_by.setdefault(rel, []).append(record.id)
         before: dict[str, File | None] = {}
         for rel in touched:
             current = before[rel] = _read_target(root, rel, target)
@@ -159,8 +175,7 @@ def _plan_changes(records: list[AgentRecord], target: Path, root: Root | None) -
                 after = f" after the {number} before it ({', '.join(r.id for r, _ in patches[:number])})" if number else ""
                 raise ConfigError(f"The diff of {record.id} does not apply to {target}{after}; nothing was "
                                   f"changed. git says: {applied.stderr.strip()[:800]}")
-        ids = ", ".join(r.id for r in records)
-        after_all = {rel: _scratch_result(scratch, rel, ids) for rel in touched}
+        after_all = {rel: _scratch_result(scratch, rel, ", ".join(touched_by[rel])) for rel in touched}
     return {rel: new for rel, new in after_all.items() if new != before[rel]}, before
 
 
@@ -216,16 +231,55 @@ def _commit(target: Path, changes: dict[str, File | None], before: dict[str, Fil
                                "then export again.") from None
 
 
-def export_run(run_dir: Path, target: Path, *, docs_dir: str = "docs/sparc", partial: bool = False) -> ExportResult:
+def _refuse_target_in_run(run_dir: Path, target: Path) -> None:
+    """The target may not be the run folder or inside it, nor hold the run folder inside its `.git`."""
+    run, into = run_dir.resolve(), target.resolve()
+    if into == run or run in into.parents:
+        raise ConfigError(f"{target} is inside the run folder {run_dir}; export writes the code and documents into "
+                          "another folder (a checkout of your project, or a new one), never into the run. Nothing "
+                          "was changed: give --to a folder outside the run.")
+    git = into / ".git"
+    if run == git or git in run.parents:
+        raise ConfigError(f"The run folder {run_dir} lies inside {git}; exporting into {target} would write next to "
+                          "git's own files. Nothing was changed: move the run out of .git, or export elsewhere.")
+
+
+def stale_phases(bundle: Bundle) -> list[str]:
+    """The phases of a run marked stale (a phase they read was rerun since), each with why."""
+    return [f"phase {p.number} ({p.name.lower()}): {p.stale_reason or 'its inputs changed'}"
+            for p in bundle.phases if p.stale]
+
+
+def _update_command(bundle: Bundle, run_dir: Path) -> str:
+    """The command that reruns the stale phases of a run (and what follows them)."""
+    first = min(p.number for p in bundle.phases if p.stale)
+    project = bundle.project_source.removeprefix("builtin:") or bundle.project
+    args = ["sparc-cloud", "run", "--project", project, "--output", str(run_dir), "--phases", f"{first}-5"]
+    if bundle.backend == "sim":
+        args += ["--backend", "sim"]
+    return shlex.join(args)
+
+
+def export_run(run_dir: Path, target: Path, *, docs_dir: str = "docs/sparc", partial: bool = False,
+               stale_ok: bool = False) -> ExportResult:
     """Apply the run's diffs into `target` (a directory or a git checkout) and write its documents: all of it
     or, on any problem, none of it."""
     source = run_dir / "bundle.json"
     bundle = load_bundle(source)
     check_bundle_names(bundle, str(source))  # agent ids become file names below
+    _refuse_target_in_run(run_dir, target)
     result = ExportResult(missing=missing_work(bundle))
     if result.missing and not partial:
         raise ConfigError(f"The run in {run_dir} is not complete: {', '.join(result.missing)}. Finish it (`sparc-cloud "
                           "run ... --resume`), or export what there is with --partial. Nothing was changed.")
+    stale = stale_phases(bundle)
+    if stale and not stale_ok:
+        raise ConfigError(f"The run in {run_dir} has stale phases, made from inputs that have changed since: "
+                          f"{'; '.join(clean(s, one_line=True) for s in stale)}. Exporting it would mix code and "
+                          "documents of different designs. Bring them up to date with "
+                          f"`{_update_command(bundle, run_dir)}`, or export them as they are with --stale-ok. "
+                          "Nothing was changed.")
+    result.stale = stale
     records = [a for p in bundle.phases for a in p.agents if a.status == "completed"]
     if not records:
         raise ConfigError(f"The run in {run_dir} has no completed agent to export.")
@@ -240,7 +294,7 @@ def export_run(run_dir: Path, target: Path, *, docs_dir: str = "docs/sparc", par
         for record in records:
             rel = f"{docs_dir}/{phase_dir(record.phase)}/{record.id}.md"
             before[rel] = _read_target(root, rel, target)
-            changes[rel] = (f"# {record.title}\n\n{record.output_text}".encode(), None)
+            changes[rel] = (f"# {clean(record.title, one_line=True)}\n\n{record.output_text}".encode(), None)
             result.documents.append(target / rel)
     except OSError as exc:
         raise ConfigError(f"Reading {target} failed ({exc.strerror or exc}); nothing was changed.") from None

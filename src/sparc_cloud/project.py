@@ -29,6 +29,8 @@ from sparc_cloud.catalog import builtin_projects, builtin_text
 from sparc_cloud.contracts import MAX_COMPONENTS, name_key
 from sparc_cloud.contracts import Component as ArchComponent
 from sparc_cloud.errors import ConfigError
+from sparc_cloud.redact import hide_userinfo
+from sparc_cloud.terminal import ECHO_LIMIT, clip
 
 Backend = str  # a backend name: a built-in one (backends/registry.py) or a `[backends.NAME]` table
 
@@ -149,9 +151,20 @@ class Endpoint(_Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
+        shown = clip(hide_userinfo(url))
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
+            raise ValueError(f"base_url {shown!r} holds a control character (an escape, a newline); write the URL "
+                             "alone, e.g. http://localhost:11434/v1")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"base_url {shown!r} is not a usable URL ({exc}); e.g. http://localhost:11434/v1") \
+                from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url {url!r} is not an http(s) URL with a host (e.g. http://localhost:11434/v1)")
+            raise ValueError(f"base_url {shown!r} is not an http(s) URL with a host (e.g. http://localhost:11434/v1)")
+        if port == 0:
+            raise ValueError(f"base_url {shown!r} has port 0; give the port the server listens on (1 to 65535)")
         return url.rstrip("/")
 
     @field_validator("api_key_env")
@@ -271,8 +284,9 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return "is required but missing"
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"has the wrong type: {msg.lower()} (got {error.get('input')!r})"
-    return str(msg).removeprefix("Value error, ")
+        return clip(f"has the wrong type: {str(msg).lower()} (got {clip(repr(error.get('input')))})",
+                    2 * ECHO_LIMIT)
+    return clip(str(msg).removeprefix("Value error, "), 2 * ECHO_LIMIT)
 
 
 def parse_project(text: str, source: str) -> Project:
@@ -286,7 +300,7 @@ def parse_project(text: str, source: str) -> Project:
     except ValidationError as exc:
         problems = []
         for error in exc.errors()[:5]:
-            field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            field = clip(".".join(str(p) for p in error["loc"]) or "(top level)")
             line = _line_of(text, error["loc"])
             where = f" (line {line})" if line else ""
             problems.append(f"field '{field}'{where} {_describe(dict(error))}")

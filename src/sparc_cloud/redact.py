@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 
@@ -23,6 +24,27 @@ _PATTERNS = [
     re.compile(r"(https://hooks\.slack\.com/services/)[^\s\"']+"),
     re.compile(r"(https://(?:discord(?:app)?\.com)/api/webhooks/)[^\s\"']+"),
 ]
+
+
+def hide_userinfo(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` in it shown as `***` (`user:***@`), and a
+    lone `scheme://token@host` userinfo as `***@`: the form of a URL that may be printed or written."""
+    return _USERINFO.sub(lambda m: m.group(1) + (m.group(2) + ":" + MASK if m.group(3) is not None else MASK) + "@",
+                         text)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password in a URL's userinfo (as written and percent-decoded): for `SecretRegistry.add`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ()
+    if not password:
+        return ()
+    return tuple({password, unquote(password)})
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#@:]*)(?::([^\s/?#@]*))?@")
 
 
 def _longest_first(secrets: Iterable[str]) -> list[str]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from sparc_cloud.contracts import CONTRACTS, json_schema
 from sparc_cloud.errors import SparcError
+from sparc_cloud.terminal import ECHO_LIMIT, clip
 
 MAX_ERRORS = 12  # errors sent back in a repair turn (and kept in the record)
 MAX_ECHO = 24_000  # characters of a bad answer quoted back in the repair turn
@@ -84,7 +85,7 @@ def read_answer(name: str, text: str, extra_checks: Callable[[BaseModel], list[s
     except ValidationError as exc:
         errors = []
         for err in exc.errors(include_url=False):
-            errors.append(f"{_path(tuple(err['loc']))}: {err['msg']}")
+            errors.append(f"{clip(_path(tuple(err['loc'])))}: {clip(str(err['msg']), 2 * ECHO_LIMIT)}")
         return None, errors[:MAX_ERRORS]
     problems = extra_checks(model) if extra_checks is not None else []
     if problems:

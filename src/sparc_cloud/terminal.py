@@ -117,6 +117,14 @@ class Console:
 __all__ = ["Console", "clean", "clean_data", "echo", "is_closed_pipe", "silence"]
 
 
+ECHO_LIMIT = 200  # characters of a value an error message repeats
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how long it was: a value echoed in an error message."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """`1 check`, `2 checks` (`many` for an irregular plural)."""
     return f"{count} {word if count == 1 else (many or word + 's')}"

@@ -23,6 +23,7 @@ from sparc_cloud.errors import ConfigError, SparcError, TaskFailed, TaskGone
 from sparc_cloud.events import Event
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.phases import AgentSpec
+from sparc_cloud.redact import hide_userinfo
 from sparc_cloud.runfolder import TaskMark
 from sparc_cloud.settings import Settings
 
@@ -70,7 +71,7 @@ class CodexBackend:
         account = f"{email}{f' ({plan_type} plan)' if plan_type else ''}"
         where = f"environment {self.configured}" if self.configured else "no environment yet"
         branch = f", branch {self.branch}" if self.branch else ""
-        return [f"codex: Codex Cloud tasks at {self.client.prefix} ({self.client.base_setting}), account {account}, "
+        return [f"codex: Codex Cloud tasks at {hide_userinfo(self.client.prefix)} ({self.client.base_setting}), account {account}, "
                 f"project: {where}{branch}"]
 
     def run(self, call: AgentCall, hooks: RunHooks) -> None:

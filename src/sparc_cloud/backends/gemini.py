@@ -18,6 +18,7 @@ from sparc_cloud.clients.gemini_auth import GEMINI_LOGIN_HINT
 from sparc_cloud.doctor import duration, file_checks, fix_for
 from sparc_cloud.errors import ApiError, RetriesExhausted, SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
+from sparc_cloud.redact import hide_userinfo
 from sparc_cloud.settings import Settings
 
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
@@ -93,14 +94,14 @@ class GeminiBackend:
         """Where the calls go: URL, account, project."""
         cfg = self.client.config
         if cfg.mode == "api-key":
-            return [f"gemini: public Gemini API at {cfg.api_base_url} ({cfg.api_setting}), account: the API key "
+            return [f"gemini: public Gemini API at {hide_userinfo(cfg.api_base_url)} ({cfg.api_setting}), account: the API key "
                     "in GEMINI_API_KEY"]
         assert self.client.oauth is not None
         claims = jwt_claims(str(self.client.oauth.id_token() or ""))
         account = str(claims.get("email") or f"the login in {self.client.oauth.path}")
         project = (f"GOOGLE_CLOUD_PROJECT={cfg.project}, confirmed with loadCodeAssist" if cfg.project
                    else "found with loadCodeAssist")
-        return [f"gemini: Code Assist at {cfg.base_url} ({cfg.base_setting}), account {account}, project: {project}"]
+        return [f"gemini: Code Assist at {hide_userinfo(cfg.base_url)} ({cfg.base_setting}), account {account}, project: {project}"]
 
 
 def _build(ctx: BuildContext, name: str) -> GeminiBackend:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sparc_cloud import defaults
 from sparc_cloud.backends import diffs
@@ -25,6 +27,7 @@ from sparc_cloud.errors import ApiError, ConfigError, DiffRejected, SparcError
 from sparc_cloud.http.ratelimit import Key, RateLimit
 from sparc_cloud.http.transport import is_loopback
 from sparc_cloud.project import Endpoint
+from sparc_cloud.redact import hide_userinfo
 from sparc_cloud.sim.chat import SIM_CHAT_KEY as SIM_API_KEY
 
 log = logging.getLogger("sparc_cloud")
@@ -45,6 +48,60 @@ _FOREIGN_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION", "GITHUB_", "GH_", "
                      "PYPI_", "TWINE_", "DOCKER_", "SSH_", "GPG_", "SLACK_", "STRIPE_", "DATABASE_", "MYSQL_")
 _FOREIGN_WORDS = ("SECRET_ACCESS", "PRIVATE", "PASSWORD", "PASSWD", "SESSION_TOKEN")
 _KEY_SUFFIXES = ("_KEY", "_TOKEN", "_APIKEY")
+# Well-known provider keys no registered kind reads itself, guarded like the registered kinds' own variables.
+_OTHER_PROVIDER_KEYS: dict[str, tuple[str, ...]] = {"GOOGLE_API_KEY": ("generativelanguage.googleapis.com",)}
+ALLOW_ENV = "SPARC_ALLOW_KEY_VARS"  # NAME,...: key variables the user lets `[backends.NAME]` tables send anywhere
+
+
+def guarded_key_vars() -> dict[str, tuple[str, ...]]:
+    """The variables a backend kind reads for its own key -> the hosts that key belongs to (where a table may
+    send it without the user's say-so): this kind's own (OPENAI_API_KEY for api.openai.com) and, from the
+    registry's settings modules, every secret setting's variables with the hosts of that module's default URLs."""
+    from sparc_cloud.backends.registry_fields import SETTINGS_MODULES
+    from sparc_cloud.settings import Settings
+    from sparc_cloud.settings_fields import env_names_in
+
+    out: dict[str, tuple[str, ...]] = {KEY_ENV: (urlsplit(openai_defaults.BASE).hostname or "",),
+                                       **_OTHER_PROVIDER_KEYS}
+    for module in SETTINGS_MODULES:
+        hosts = tuple(sorted({urlsplit(str(Settings.model_fields[f].default)).hostname or ""
+                              for f in getattr(module, "URL_FIELDS", ()) if f in Settings.model_fields
+                              and isinstance(Settings.model_fields[f].default, str)} - {""}))
+        for field_name in getattr(module, "SECRET_FIELDS", ()):
+            for variable in env_names_in(getattr(module, "ALIASES", {}), field_name):
+                out[variable] = hosts
+    return out
+
+
+def allowed_key_vars() -> set[str]:
+    """The variables the user lets any table send (SPARC_ALLOW_KEY_VARS=NAME,...; the environment only, never a
+    project file, since a project file may come from someone else)."""
+    return {v.strip().upper() for v in os.environ.get(ALLOW_ENV, "").split(",") if v.strip()}
+
+
+def _refuse_borrowed_key(name: str, variable: str, base_url: str) -> None:
+    """A `[backends.NAME]` table may not send another backend's own key (GEMINI_API_KEY, OPENAI_API_KEY, ...) to
+    a host that is not that key's, unless the user names the variable in SPARC_ALLOW_KEY_VARS."""
+    guarded = guarded_key_vars()
+    upper = variable.upper()
+    if upper not in guarded or upper in allowed_key_vars():
+        return
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and (parts.hostname or "").lower() in guarded[upper]:
+        return
+    shown = hide_userinfo(base_url)
+    own = f" (its own server is {', '.join(guarded[upper])})" if guarded[upper] else ""
+    raise EndpointConfigError(
+        f"[backends.{name}] api_key_env = {variable!r} would send the key of another backend{own} to {shown}. "
+        "A project file may come from someone else's repository, so it may not borrow such a key. Set api_key_env "
+        f"to a variable holding this server's own key (e.g. {_suggested_var(name)}) and export it; or, if you "
+        f"trust {shown} with this key, allow it yourself: export {ALLOW_ENV}={upper}.",
+        f"Set [backends.{name}] api_key_env to this server's own key variable (e.g. {_suggested_var(name)}), or "
+        f"export {ALLOW_ENV}={upper} if you trust {shown} with it.")
+
+
+def _suggested_var(name: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "_API_KEY"
 
 
 class EndpointConfigError(ConfigError):
@@ -64,17 +121,18 @@ def key_name_warning(name: str, variable: str, base_url: str) -> str | None:
         return None
     why = "holds another service's credentials" if foreign else "does not look like an API key's variable"
     return (f"[backends.{name}] api_key_env = {variable!r} {why}; its value is sent as a Bearer token to "
-            f"{base_url}. If that is not meant, set api_key_env to the variable holding this server's key (e.g. "
-            f"{name.upper().replace('-', '_')}_API_KEY), or remove it when the server needs no key.")
+            f"{hide_userinfo(base_url)}. If that is not meant, set api_key_env to the variable holding this server's "
+            "key (e.g. "
+            f"{_suggested_var(name)}), or remove it when the server needs no key.")
 
 
 def _refuse_plain_http(name: str, base_url: str, setting: str, key_setting: str) -> None:
     """A key is never sent in the clear off this machine."""
     if base_url.startswith("http://") and not is_loopback(base_url):
         raise EndpointConfigError(
-            f"Backend {name!r} would send the key from {key_setting} over plain http:// to {base_url}, which is not "
-            f"this machine: anyone on the way could read it. Use an https:// URL in {setting}, or run the server "
-            "on this machine (localhost), or send no key to it.",
+            f"Backend {name!r} would send the key from {key_setting} over plain http:// to {hide_userinfo(base_url)}, "
+            f"which is not this machine: anyone on the way could read it. Use an https:// URL in {setting}, or run the "
+            "server on this machine (localhost), or send no key to it.",
             f"Change {setting} to https://, or to a localhost address.")
 
 
@@ -87,11 +145,13 @@ def chat_config(name: str, endpoint: Endpoint | None, *, sim_url: str | None, ti
         key = None
         setting = f"[backends.{name}] base_url"
         if endpoint.api_key_env:
+            _refuse_borrowed_key(name, endpoint.api_key_env, endpoint.base_url)
             key = os.environ.get(endpoint.api_key_env) or None
             if key is None:
                 raise EndpointConfigError(
                     f"[backends.{name}] reads its API key from {endpoint.api_key_env}, which is not set. Export "
-                    f"{endpoint.api_key_env}=<key>, or remove api_key_env if {endpoint.base_url} needs no key.",
+                    f"{endpoint.api_key_env}=<key>, or remove api_key_env if {hide_userinfo(endpoint.base_url)} "
+                    "needs no key.",
                     f"Export {endpoint.api_key_env}=<key>, or remove api_key_env from [backends.{name}].")
             _refuse_plain_http(name, endpoint.base_url, setting, endpoint.api_key_env)
         return ChatConfig(name, endpoint.base_url, key, setting, endpoint.api_key_env or "(no key)", timeout_s)
@@ -201,7 +261,7 @@ class OpenAIBackend:
     def describe(self) -> list[str]:
         """Where the calls go and which key they carry (by name, never its value)."""
         cfg = self.client.config
-        lines = [f"{self.name}: OpenAI-compatible chat/completions at {cfg.base_url} ({cfg.base_setting}), "
+        lines = [f"{self.name}: OpenAI-compatible chat/completions at {cfg.shown_url} ({cfg.base_setting}), "
                  f"key: {cfg.key_setting}"]
         return [*lines, f"warning: {self.warning}"] if self.warning else lines
 
@@ -278,7 +338,7 @@ def _doctor(dctx: DoctorContext, name: str) -> list[Check]:
                         policy=dctx.client.policy(), clock=dctx.client.clock, secrets=dctx.client.secrets)
     try:
         models = client.models()
-        checks.append(Check(f"{name} server", "ok", f"{cfg.base_url} answers and lists {len(models)} model(s)"))
+        checks.append(Check(f"{name} server", "ok", f"{cfg.shown_url} answers and lists {len(models)} model(s)"))
     except SparcError as exc:
         checks.append(Check(f"{name} server", "fail", str(exc), fix_for(exc, f"Check {cfg.base_setting}.")))
     return checks

@@ -35,7 +35,7 @@ from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy, call_with_retry
 from sparc_cloud.http.transport import exchange
-from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.redact import SecretRegistry, hide_userinfo, url_secrets
 
 MAX_HINT_S = 60.0  # openai-python honours retry-after only up to 60 s; longer (or none) means its own backoff
 TOKENS_PER_UNIT = 1000
@@ -51,6 +51,11 @@ class ChatConfig:
     base_setting: str  # where the URL comes from (OPENAI_BASE_URL, or `[backends.NAME] base_url`)
     key_setting: str  # where the key comes from (OPENAI_API_KEY, or the table's api_key_env)
     timeout_s: float = 120.0
+
+    @property
+    def shown_url(self) -> str:
+        """`base_url` as it may be printed: a password in it shown as `***`."""
+        return hide_userinfo(self.base_url)
 
 
 @dataclass
@@ -118,17 +123,17 @@ def classify_error(status: int, text: str, headers: Mapping[str, str], *, endpoi
         return TransientError(msg, status=status, endpoint=endpoint, delay=delay)
     if status == 401:
         return AuthError(f"{msg}. The server refused the API key: check {config.key_setting} (a key for "
-                         f"{config.base_url}).")
+                         f"{config.shown_url}).")
     if status == 403:
         return ApiError(f"{msg}. The key may not use {model} here: check the model name and the key's permissions.",
                         status=status, endpoint=endpoint)
     if status == 404:
-        return ModelNotFound(f"{msg}. No model {model!r} (or no chat/completions) at {config.base_url}: check the "
+        return ModelNotFound(f"{msg}. No model {model!r} (or no chat/completions) at {config.shown_url}: check the "
                              f"model name in the project file and {config.base_setting}.", status=status,
                              endpoint=endpoint)
     if status == 400:
         return ApiError(f"{msg}. The server refused the request: check the model name ({model}) and that "
-                        f"{config.base_url} speaks the OpenAI Chat Completions API.", status=status,
+                        f"{config.shown_url} speaks the OpenAI Chat Completions API.", status=status,
                         endpoint=endpoint)
     return ApiError(msg, status=status, endpoint=endpoint)
 
@@ -182,7 +187,7 @@ class ChatClient:
         self.clock = clock
         self.secrets = secrets
         self.on_retry = on_retry
-        secrets.add(config.api_key)
+        secrets.add(config.api_key, *url_secrets(config.base_url))
         self._jitter = random.Random()  # noqa: S311 - jitter, not crypto
 
     def _headers(self) -> dict[str, str]:
