@@ -15,6 +15,7 @@ from sparc_cloud import defaults
 from sparc_cloud.backends.registry_fields import SIM_CONFIG_MODULES, ProviderSimFields
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.sim.specs import LimitSpec
+from sparc_cloud.terminal import clip
 
 # Where faults can be scripted: each provider's endpoints, and the token endpoints all logins share.
 ENDPOINTS: tuple[str, ...] = (*(e for m in SIM_CONFIG_MODULES for e in m.FAULT_ENDPOINTS), "oauth.token")
@@ -130,4 +131,4 @@ def load_scenario(path: Path, base: SimConfig | None = None) -> SimConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"The scenario file {path} is invalid at {where}: {first['msg']}.") from None
+        raise ConfigError(f"The scenario file {path} is invalid at {where}: {clip(str(first['msg']), 400)}.") from None
