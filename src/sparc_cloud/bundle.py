@@ -227,5 +227,6 @@ def _explain_bad_bundle(path: Path, raw: bytes) -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"The bundle {path} is damaged at {where}: {clip(str(first['msg']), 400)}. The file was left as it is.") from None
+        raise BundleError(f"The bundle {path} is damaged at {where}: {clip(str(first['msg']), 400)}. The file was left "
+                          "as it is.") from None
     raise BundleError(f"The bundle {path} cannot be used. The file was left as it is.")
