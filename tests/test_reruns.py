@@ -100,6 +100,33 @@ def test_an_interrupted_rerun_keeps_the_earlier_phase_and_continues_the_same_sel
     assert [s["phases"] for s in data["sessions"]][-1] == [4]
 
 
+def test_a_rerun_stopped_by_fail_fast_keeps_what_it_did_not_start_and_says_what_is_stale(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sim_run(out)[0] == 0
+    before = agents(bundle(out))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[tasks]]\nindex = 1\noutcome = "failed"\nerror_message = "pytest exited 1"\n', encoding="utf-8")
+    code, output = sim_run(out, "--phases", "4", "--fail-fast", "--concurrency", "1", "--scenario", str(bad))
+    assert code == 1, output
+    data = bundle(out)
+    now = {a["id"]: a for a in phase(data, 4)["agents"]}
+    failed = [aid for aid, a in now.items() if a["status"] == "failed"]
+    assert len(failed) == 1, now
+    kept = [aid for aid in now if aid not in failed]
+    assert kept and all(now[aid] == before[aid] for aid in kept)  # not started: the earlier records stay
+    assert "Not rerun: " in output and all(aid in output for aid in kept[:3])
+    stale = {p["number"]: p["stale_reason"] for p in data["phases"] if p["stale"]}
+    assert set(stale) == {4, 5}, stale
+    assert "p4-integration was not rerun" in stale[4]
+    args = printed(output, "Bring them up to date")
+    assert args[args.index("--phases") + 1] == "4-5"
+    code, output = sim_run(out, "--phases", "4", "--resume")
+    assert code == 0, output
+    resumed = agents(bundle(out))
+    assert all(resumed[aid]["reused"] for aid in kept if aid != "p4-integration")
+    assert resumed[failed[0]]["status"] == "completed" and not resumed[failed[0]]["reused"]
+
+
 # ----------------------------------------------------------------------------- (12) staleness is a fixed point
 
 

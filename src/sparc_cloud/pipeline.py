@@ -500,6 +500,9 @@ def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: Agent
                 continue
             deps = {d: records[d] for d in agent.depends_on if d in records}
             if rec.inputs_hash != executor.digest(agent, deps):
+                if rec.id in kept:  # a rerun stopped part way: this agent kept a result made from older inputs
+                    reason = f"its inputs changed: {rec.id} was not rerun, and what it reads changed"
+                    break
                 rerun = sorted(n for n in reads[phase.number] if n in selected and n in ran)
                 what = (", ".join(f"phase {n} ({PHASES[n][1]})" for n in rerun) +
                         (" was" if len(rerun) == 1 else " were") + " rerun with another output"
