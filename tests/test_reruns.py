@@ -189,7 +189,7 @@ def test_the_closing_line_says_whose_tokens_it_counts(tmp_path: Path) -> None:
     assert f"{p2:,} tokens this session, {data['totals']['tokens']['total_tokens']:,} in the run" in output
 
 
-# ----------------------------------------------------------------------------- (16) report on a journal alone
+# ----------------------------------------------------------------------------- (16) report/export on a journal alone
 
 
 def test_report_on_a_journal_alone_says_resume_brings_the_bundle_back(tmp_path: Path) -> None:
@@ -202,6 +202,8 @@ def test_report_on_a_journal_alone_says_resume_brings_the_bundle_back(tmp_path: 
     args = printed(output)
     assert args[args.index("--output") + 1] == str(out) and args[args.index("--backend") + 1] == "sim"
     assert "--project" in args and args[-1] == "--resume"
+    code, output = cli("export", str(out), "--to", str(tmp_path / "tree"))
+    assert code != 0 and "--resume" in output and "run all phases first" not in output
     code, output = sim_run(out, "--phases", "1", "--resume")
     assert code == 0, output
     assert cli("report", str(out))[0] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ from sparc_cloud.bundle import AgentRecord, load_bundle
 from sparc_cloud.costs import priced
 from sparc_cloud.critical_path import from_bundle as critical_path_of
 from sparc_cloud.critical_path import session_records
-from sparc_cloud.errors import BundleError, SparcError
 from sparc_cloud.runfolder import RunFolder
 from sparc_cloud.terminal import plural
 
@@ -22,8 +20,6 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
     Costs are estimates at today's price table. An agent's cost is shown also when a later session reused its
     result; the run's total counts every agent that ran in any session (the journal is the ledger), so a resume
     or a rerun never makes a run look cheaper than it was."""
-    if not (run_dir / "bundle.json").exists() and (run_dir / "journal.jsonl").exists():
-        raise _journal_only(run_dir)
     bundle = load_bundle(run_dir / "bundle.json")
     ledger = RunFolder(run_dir).read_journal(bundle.run_id, cost=lambda record: priced(prices, record))
     phases = []
@@ -75,21 +71,6 @@ def build_report(run_dir: Path, prices: Mapping[str, tuple[float, float]]) -> di
         "prices_usd_per_million_tokens": {m: list(p) for m, p in prices.items()},
         **critical_path_fields(path.to_dict() if path is not None else None),
     }
-
-
-def _journal_only(run_dir: Path) -> BundleError:
-    """A folder whose bundle.json is gone but whose journal is there: `--resume` rebuilds the bundle from it."""
-    try:
-        header = RunFolder(run_dir).read_journal(None).header or {}
-    except (OSError, SparcError):
-        header = {}
-    source = str(header.get("project_source") or "")
-    project = source if source and Path(source).is_file() else str(header.get("project") or "PROJECT")
-    command = ["sparc-cloud", "run", "--project", project, "--backend", str(header.get("backend") or "live"),
-               "--output", str(run_dir), "--resume"]
-    return BundleError(f"No bundle.json in {run_dir}, but its journal ({run_dir / 'journal.jsonl'}) is there: "
-                       f"`{shlex.join(command)}` rebuilds the bundle from it and goes on with the run (agents "
-                       "that finished are reused, not run again). Then run the report again.")
 
 
 def _contract_fields(a: AgentRecord) -> dict[str, Any]:
