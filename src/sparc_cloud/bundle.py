@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -179,6 +180,9 @@ def load_bundle(path: Path) -> Bundle:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        journal = path.parent / "journal.jsonl"
+        if journal.is_file():
+            raise _journal_only(path, journal) from None
         raise BundleError(f"No bundle at {path}: run all phases first (`sparc-cloud run --project ...`).") from None
     except OSError as exc:
         raise BundleError(f"The bundle {path} cannot be read ({exc}).") from None
@@ -192,6 +196,25 @@ def load_bundle(path: Path) -> Bundle:
     if bundle.schema_version > SCHEMA_VERSION:
         raise _newer(path, bundle.schema_version)
     return bundle
+
+
+def _journal_only(path: Path, journal: Path) -> BundleError:
+    """bundle.json is gone but the run's journal is there: `run --resume` rebuilds the bundle from it."""
+    header: dict[str, Any] = {}
+    try:
+        with journal.open(encoding="utf-8") as lines:
+            first = json.loads(lines.readline() or "{}")
+        if isinstance(first, dict) and isinstance(first.get("run"), dict):
+            header = first["run"]
+    except (OSError, ValueError):
+        pass
+    source = str(header.get("project_source") or "")
+    project = source if source and Path(source).is_file() else str(header.get("project") or "PROJECT")
+    command = ["sparc-cloud", "run", "--project", project, "--backend", str(header.get("backend") or "live"),
+               "--output", str(path.parent), "--resume"]
+    return BundleError(f"No bundle at {path}, but the run's journal ({journal}) is there: "
+                       f"`{shlex.join(command)}` rebuilds the bundle from it and goes on with the run (agents that "
+                       "finished are reused, not run again). Then try again.")
 
 
 def bundle_bytes(bundle: Bundle) -> bytes:

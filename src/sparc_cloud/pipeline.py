@@ -11,7 +11,7 @@ import shlex
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,11 +134,25 @@ def continue_command(options: RunOptions, *, resume: bool = False, phases: str |
         args += ["--backend", options.backend]
         if options.output is not None:
             args += ["--output", str(options.output)]
+    if phases is None and resume and (options.phases or options.pause_after is not None):
+        # A resume continues exactly the selection that was interrupted (and nothing after it).
+        chosen = [n for n in options.phases or sorted(PHASES) if options.pause_after is None or n <= options.pause_after]
+        phases = phase_span(chosen) if chosen else None
     if phases:
         args += ["--phases", phases]
     if resume:
         args.append("--resume")
     return shlex.join(args)
+
+
+def phase_span(numbers: list[int]) -> str:
+    """Phases as `--phases` takes them: `4`, `3-5`, `1,3`."""
+    ordered = sorted(set(numbers))
+    if len(ordered) == 1:
+        return str(ordered[0])
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(map(str, ordered))
 
 
 def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, AgentRecord], source: str,
@@ -224,6 +238,8 @@ class _Run:
     prices: dict[str, tuple[float, float]]
     attach: dict[str, TaskMark]
     earlier: dict[int, list[str]] = field(default_factory=dict)  # agents the selected phases had before this session
+    kept: dict[int, PhaseRecord] = field(default_factory=dict)  # the selected phases' records before this session
+    not_rerun: list[str] = field(default_factory=list)  # agents never started now whose earlier record stays
     dropped: list[str] = field(default_factory=list)  # of those, the ones the grown phase no longer has
 
 
@@ -464,16 +480,20 @@ def phase_reads(plan: Plan) -> dict[int, set[int]]:
     return reads
 
 
-def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: AgentExecutor) -> dict[int, str]:
-    """Mark the phases not run now that are stale, with why; return {phase: reason}.
+def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: AgentExecutor,
+                kept: Collection[str] = ()) -> dict[int, str]:
+    """Mark the phases that are stale, with why; return {phase: reason}.
 
     A phase is stale when one of its agents would now get different inputs (a phase it reads was rerun with
-    another output, or an output it reads was edited), or when a phase it reads is stale itself."""
+    another output, or an output it reads was edited), or when a phase it reads is stale itself: a fixed point,
+    reached in one pass because a phase reads only earlier ones. A phase just rerun is stale too when it read a
+    stale phase (its agents ran on outdated inputs), or when some of its agents were not rerun."""
     records = bundle.records()
     reads = phase_reads(plan)
+    ran = {rec.phase for rec in records.values() if rec.id not in kept and rec.status != "skipped" and not rec.reused}
     stale: dict[int, str] = {}
     for phase in sorted(bundle.phases, key=lambda p: p.number):
-        if phase.number in selected or not phase.agents:
+        if not phase.agents:
             phase.stale, phase.stale_reason = False, None
             continue
         reason = _grown_reason(plan, phase) if phase.number == GROWS_AT else None
@@ -483,9 +503,14 @@ def _mark_stale(plan: Plan, bundle: Bundle, selected: list[int], executor: Agent
                 continue
             deps = {d: records[d] for d in agent.depends_on if d in records}
             if rec.inputs_hash != executor.digest(agent, deps):
-                rerun = sorted(n for n in reads[phase.number] if n in selected)
-                what = (", ".join(f"phase {n} ({PHASES[n][1]})" for n in rerun) + " was rerun with another output"
-                        if rerun else "an output it reads was edited, or the project file changed")
+                if rec.id in kept:  # a rerun stopped part way: this agent kept a result made from older inputs
+                    reason = f"its inputs changed: {rec.id} was not rerun, and what it reads changed"
+                    break
+                rerun = sorted(n for n in reads[phase.number] if n in selected and n in ran)
+                what = (", ".join(f"phase {n} ({PHASES[n][1]})" for n in rerun) +
+                        (" was" if len(rerun) == 1 else " were") + " rerun with another output"
+                        if rerun else "an output it reads changed since it ran (an earlier rerun or an edit), or "
+                                      "the project file changed")
                 reason = f"its inputs changed: {what}"
                 break
         if reason is None:
@@ -580,6 +605,7 @@ def _preflight(r: _Run) -> None:
 def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRecord], Budget | None]:
     """The agent executor of this session, the phases it fills, and the budget guard (if any)."""
     phases = {p.number: p for p in r.bundle.phases}
+    r.kept = {n: phases[n] for n in r.selected if n in phases}
     r.earlier = {n: [a.id for a in phases[n].agents] for n in r.selected if n in phases}
     for number in r.selected:
         phases[number] = new_phase(number)
@@ -600,6 +626,34 @@ def _executor(r: _Run, sinks: _Sinks) -> tuple[AgentExecutor, dict[int, PhaseRec
     return executor, phases, budget
 
 
+def _earlier_result(r: _Run, record: AgentRecord) -> AgentRecord | None:
+    """The finished (completed or failed) record the agent had before this session, if any."""
+    phase = r.kept.get(record.phase)
+    earlier = next((a for a in phase.agents if a.id == record.id), None) if phase is not None else None
+    return earlier if earlier is not None and earlier.status != "skipped" else None
+
+
+def _keep_unstarted(r: _Run) -> None:
+    """Put back the earlier records of the selected phases' agents this session never got to (Ctrl-C, a
+    signal, a wave that never started): a rerun that did not run an agent never loses its earlier result."""
+    for number, before in r.kept.items():
+        index = next((i for i, p in enumerate(r.bundle.phases) if p.number == number), None)
+        if index is None:
+            continue
+        phase = r.bundle.phases[index]
+        present = {a.id for a in phase.agents}
+        back = [a for a in before.agents if a.id not in present and a.id in r.plan.by_id]
+        if not back:
+            continue
+        r.not_rerun.extend(a.id for a in back if a.id not in r.not_rerun and a.status != "skipped")
+        if not phase.agents:  # nothing of this phase ran now: it stays as it was
+            r.bundle.phases[index] = before.model_copy(update={"agents": back})
+            continue
+        order = {a.id: i for i, a in enumerate(r.plan.agents)}
+        phase.agents = sorted([*phase.agents, *back], key=lambda rec: order.get(rec.id, 0))
+        phase.status = phase_status(phase.agents, len(r.plan.phase_agents(number)))
+
+
 class _Recorder:
     """The runner's hooks for one run: journal and write each result, count its cost, write each finished phase."""
 
@@ -616,9 +670,16 @@ class _Recorder:
 
     def on_finished(self, record: AgentRecord) -> None:
         r, folder = self.r, self.r.folder
-        self.phases[record.phase].agents.append(record)
         if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
             self.bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
+        earlier = _earlier_result(r, record) if record.status == "skipped" and not record.reused else None
+        if earlier is not None:
+            # Never started now (budget, deadline, fail-fast, a failed dependency): the earlier result is still
+            # the latest one. It stays in the bundle; nothing is journaled or written over its files.
+            self.phases[record.phase].agents.append(earlier)
+            r.not_rerun.append(record.id)
+            return
+        self.phases[record.phase].agents.append(record)
         if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
             spent = record_cost(r.prices, record)
             r.session.spent_usd = round(r.session.spent_usd + spent, 8)
@@ -763,7 +824,8 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
                wall: float, budget: Budget | None) -> RunOutcome:
     """Mark stale phases, write the final bundle, emit `run_done`, and build the closing message."""
     options, bundle, bus = r.options, r.bundle, sinks.bus
-    stale = _mark_stale(r.plan, bundle, r.selected, executor)
+    _keep_unstarted(r)
+    stale = _mark_stale(r.plan, bundle, r.selected, executor, set(r.not_rerun))
     dropped = r.dropped
     for number, reason in stale.items():
         bus.emit(Event("phase_stale", phase=number, message=f"{PHASES[number][1]} is stale: {reason}",
@@ -781,6 +843,12 @@ def _summarise(r: _Run, sinks: _Sinks, executor: AgentExecutor, done: dict[str, 
     r.session.exit_code = exit_code
     r.folder.write_bundle(bundle)
     msg = _summary(options, r.plan, r.selected, r.folder, bundle, done, wall, exit_code, budget, stale)
+    if r.not_rerun:
+        order = {a.id: i for i, a in enumerate(r.plan.agents)}
+        r.not_rerun.sort(key=lambda aid: order.get(aid, 0))
+        shown = ", ".join(r.not_rerun[:6]) + (f" and {len(r.not_rerun) - 6} more" if len(r.not_rerun) > 6 else "")
+        msg += (f"\nNot rerun: {shown}; {'its' if len(r.not_rerun) == 1 else 'their'} earlier "
+                f"{'result stays' if len(r.not_rerun) == 1 else 'results stay'} in the bundle.")
     if dropped:
         msg += f"\nDropped from the bundle: {', '.join(dropped)} (components the architecture no longer names)."
     counts = {s: sum(1 for rec in done.values() if rec.status == s) for s in ("completed", "failed", "skipped")}
@@ -813,8 +881,12 @@ def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     counts = {s: sum(1 for r in done.values() if r.status == s) for s in ("completed", "failed", "skipped")}
     reused = sum(1 for r in done.values() if r.reused)
     failed = [r for r in done.values() if r.status != "completed"]
+    # Tokens: those of this session's agents (what the live view counted), and the run's when they differ.
+    now = sum(r.usage.total_tokens for r in done.values() if not r.reused)
+    in_run = bundle.totals["tokens"]["total_tokens"]
+    tokens = f"{now:,} tokens" if now == in_run else f"{now:,} tokens this session, {in_run:,} in the run"
     msg = (f"{counts['completed']} completed ({reused} reused), {counts['failed']} failed, {counts['skipped']} "
-           f"skipped in {wall:.1f} s; {bundle.totals['tokens']['total_tokens']:,} tokens; "
+           f"skipped in {wall:.1f} s; {tokens}; "
            f"${bundle.spent_usd:.4f} spent on this run so far. Run folder: {folder.path}")
     if exit_code > 128:
         name = signal.Signals(exit_code - 128).name
@@ -830,15 +902,17 @@ def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
     if exit_code == 0 and options.pause_after is not None:
         rest = [n for n in (options.phases or sorted(PHASES)) if n > options.pause_after]
         if rest:
-            span = str(rest[0]) if len(rest) == 1 else (f"{rest[0]}-{rest[-1]}" if rest == list(
-                range(rest[0], rest[-1] + 1)) else ",".join(map(str, rest)))
+            span = phase_span(rest)
             msg += (f"\nPaused after phase {options.pause_after} for review. Edit the Markdown under "
                     f"{folder.path / phase_dir(options.pause_after)} if you like, then go on with "
                     f"`{continue_command(options, phases=span)}`.")
     if stale:
+        # Every phase that reads a stale one is stale too, so the range from the first stale phase to the last
+        # brings all of them up to date in one run.
         lo, hi = min(stale), max(stale)
         lines = "; ".join(f"phase {n} ({PHASES[n][1]}): {why}" for n, why in sorted(stale.items()))
-        msg += f"\nStale: {lines}. Bring them up to date with `{continue_command(options, phases=f'{lo}-{hi}')}`."
+        span = phase_span(list(range(lo, hi + 1)))
+        msg += f"\nStale: {lines}. Bring them up to date with `{continue_command(options, phases=span)}`."
     return msg
 
 
