@@ -24,7 +24,7 @@ from sparc_cloud.settings import Settings
 FALLBACK = {"gemini-2.5-pro": "gemini-2.5-flash"}
 # The runbook's measured limits: flash ~10 in a burst then ~1/s; pro ~3/min.
 MODEL_LIMITS = {"gemini-2.5-flash": RateLimit(*gemini_settings.FLASH_LIMIT), "gemini-2.5-pro": RateLimit(*gemini_settings.PRO_LIMIT)}
-# How Gemini refuses a schema (shared/api: 400 INVALID_ARGUMENT "Unknown name ... Cannot find field", "exceeds
+# How Gemini refuses a schema (the documented answers: 400 INVALID_ARGUMENT "Unknown name ... Cannot find field", "exceeds
 # the maximum allowed nesting depth", "too many states for serving"; through Code Assist a 500 "Failed to parse
 # responseJsonSchema field").
 _SCHEMA_REFUSALS = ("responsejsonschema", "response_json_schema", "responseschema", "nesting depth",
