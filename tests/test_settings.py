@@ -327,3 +327,10 @@ def test_env_example_documents_every_setting() -> None:
     text = (Path(__file__).resolve().parents[1] / ".env.example").read_text(encoding="utf-8")
     missing = [f for f in Settings.model_fields if not any(name in text for name in env_names(f))]
     assert missing == []
+
+
+@pytest.mark.parametrize("variable", ["SPARC_GEMINI_BASE_URL", "SPARC_CODEX_BASE_URL"])
+def test_a_password_in_a_url_setting_is_a_secret_of_the_run(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = context(settings_from({variable: "https://me:pw-Secret%2F123@proxy.example/base"}, monkeypatch))
+    masked = ctx.secrets.redact("sent to https://me:pw-Secret%2F123@proxy.example/base as pw-Secret/123")
+    assert "pw-Secret" not in masked and "proxy.example" in masked

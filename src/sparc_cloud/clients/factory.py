@@ -15,7 +15,7 @@ from sparc_cloud.http.clock import Clock
 from sparc_cloud.http.ratelimit import Key, RateLimit, RateLimiters
 from sparc_cloud.http.retry import RetryNotice, RetryPolicy
 from sparc_cloud.http.session import Session
-from sparc_cloud.redact import SecretRegistry
+from sparc_cloud.redact import SecretRegistry, url_secrets
 from sparc_cloud.settings import Settings
 
 
@@ -51,6 +51,11 @@ class ClientContext:
     on_retry: Callable[[RetryNotice], None] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        # A password written into any URL setting (`https://user:pw@host`) is a secret like a token: masked in
+        # every log, record and error of the run.
+        for value in self.settings.model_dump().values():
+            if isinstance(value, str) and "@" in value and "://" in value:
+                self.secrets.add(*url_secrets(value))
         if self.session is None:
             self.session = Session(self.pool_size)
         if self.limiters is None:
