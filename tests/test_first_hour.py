@@ -223,6 +223,20 @@ def test_dry_run_of_a_project_that_leaves_the_split_to_the_architecture(isolated
     assert set(phase_4[:-1]) <= set(integration["depends_on"])
 
 
+
+def test_dry_run_of_phase_4_prices_the_components_of_the_folders_architecture(tmp_path: Path) -> None:
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "notes-site.toml")
+    out = tmp_path / "run"
+    code, output = sim_run(out, "--phases", "1-3", project=example)
+    assert code == 0, output
+    code, text = cli("run", "--project", example, "--output", str(out), "--phases", "4", "--dry-run", "--json")
+    data = json.loads(text)
+    assert code == 0 and data["assumptions"]["architecture_from"] == str(out), text
+    assert data["order"] == [["p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]]
+    code, text = cli("run", "--project", example, "--output", str(tmp_path / "none"), "--phases", "4", "--dry-run")
+    assert code == 0 and "priced here as 4 independent ones" in text, text  # no run there: assumed components
+
+
 # ---------------------------------------------------------------- flags and help
 
 

@@ -292,7 +292,7 @@ def run(
             if not url.startswith(("https://", "http://")):
                 _fail("--notify needs an http(s) webhook URL.")
         if dry_run:
-            _dry_run(project, settings, backend, selection, pause_after, json_out)
+            _dry_run(project, settings, backend, selection, pause_after, json_out, output)
             raise typer.Exit(0)
         quiet = _verbosity(ctx).quiet
         live = not no_progress and not quiet and sys.stderr.isatty() and not os.environ.get("CI")
@@ -379,22 +379,28 @@ def _credentials_state(settings: Any, project: str) -> str:
 
 
 def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | None, pause_after: int | None,
-             json_out: bool) -> None:
+             json_out: bool, output: Path | None) -> None:
     """Print the plan and its estimates; nothing is called or written."""
     import json
 
     from sparc_cloud.backends.assemble import price_table, run_limits
-    from sparc_cloud.dryrun import assumed_architecture, estimate, format_plan
+    from sparc_cloud.dryrun import architecture_in, assumed_architecture, estimate, format_plan
     from sparc_cloud.phases import PHASES, build_plan
+    from sparc_cloud.pipeline import default_folder
     from sparc_cloud.project import load_project, load_templates
 
     loaded, _ = load_project(project)
-    plan = build_plan(loaded, load_templates(loaded), assumed_architecture(loaded))
     selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
+    folder = output or default_folder(settings, loaded)
+    # Phase 4 without phase 3: the components of the architecture the run folder holds, as the run would build.
+    earlier = architecture_in(folder, loaded) if 3 not in selected else None
+    plan = build_plan(loaded, load_templates(loaded), earlier or assumed_architecture(loaded))
     names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
     data = estimate(plan, selected, run_limits(loaded, names), price_table(loaded, settings.prices),
                     concurrency=settings.concurrency,
                     time_scale=settings.sim_time_scale if backend == "sim" else 1.0)
+    if earlier is not None:
+        data["assumptions"].update(components=None, architecture_from=str(folder))
     if json_out:
         typer.echo(json.dumps({**data, "backend": backend}, indent=2))
     else:
