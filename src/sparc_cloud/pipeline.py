@@ -670,15 +670,17 @@ class _Recorder:
 
     def on_finished(self, record: AgentRecord) -> None:
         r, folder = self.r, self.r.folder
-        if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
-            self.bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
         earlier = _earlier_result(r, record) if record.status == "skipped" and not record.reused else None
         if earlier is not None:
             # Never started now (budget, deadline, fail-fast, a failed dependency): the earlier result is still
             # the latest one. It stays in the bundle; nothing is journaled or written over its files.
             self.phases[record.phase].agents.append(earlier)
             r.not_rerun.append(record.id)
+            self.bus.emit(Event("agent_reused", record.id, record.phase,
+                                f"not rerun ({record.error or 'not started'}); its earlier result stays"))
             return
+        if record.status == "skipped" and record.inputs_hash is None:  # skipped by the runner, not the executor
+            self.bus.emit(Event("agent_skipped", record.id, record.phase, record.error or ""))
         self.phases[record.phase].agents.append(record)
         if not record.reused:  # a reused record is in the bundle or the journal already: never appended twice
             spent = record_cost(r.prices, record)
