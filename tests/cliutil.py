@@ -11,6 +11,15 @@ from typer.testing import CliRunner
 from sparc_cloud.cli import app
 
 FAST = "0.002"
+# The smallest valid project file: one research topic, one component.
+MINIMAL = '''name = "p"
+goal = "g"
+[research]
+topics = ["t"]
+[[components]]
+name = "c"
+description = "d"
+'''
 _runner = CliRunner()
 
 

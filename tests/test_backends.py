@@ -14,19 +14,10 @@ from sparc_cloud.clients import gemini_settings
 from sparc_cloud.errors import ConfigError
 from sparc_cloud.phases import build_plan
 from sparc_cloud.project import load_project, load_templates, parse_project
-from tests.cliutil import agents, bundle, cli, scenario, sim_run
+from tests.cliutil import MINIMAL, agents, bundle, cli, scenario, sim_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SRC = Path(__file__).resolve().parents[1] / "src" / "sparc_cloud"
-MINIMAL = '''name = "p"
-goal = "g"
-[research]
-topics = ["t"]
-[[components]]
-name = "c"
-description = "d"
-'''
-
 
 def project(extra: str) -> object:
     return parse_project(MINIMAL + extra, "test.toml")

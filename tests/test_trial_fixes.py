@@ -12,16 +12,7 @@ from sparc_cloud.backends.openai import EndpointConfigError, chat_config, key_na
 from sparc_cloud.catalog import builtin_projects, summary
 from sparc_cloud.project import parse_project
 from sparc_cloud.terminal import plural
-from tests.cliutil import cli
-
-MINIMAL = '''name = "p"
-goal = "g"
-[research]
-topics = ["t"]
-[[components]]
-name = "c"
-description = "d"
-'''
+from tests.cliutil import MINIMAL, cli
 
 
 def _endpoint(base_url: str, key_env: str | None = "CORP_LLM_KEY", extra: str = "") -> str:

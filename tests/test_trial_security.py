@@ -15,16 +15,7 @@ import pytest
 from sparc_cloud.backends.openai import EndpointConfigError, chat_config, guarded_key_vars
 from sparc_cloud.project import parse_project
 from sparc_cloud.redact import SecretRegistry, hide_userinfo
-from tests.cliutil import cli
-
-MINIMAL = '''name = "p"
-goal = "g"
-[research]
-topics = ["t"]
-[[components]]
-name = "c"
-description = "d"
-'''
+from tests.cliutil import MINIMAL, cli
 
 
 def _endpoint(base_url: str, key_env: str | None) -> str:

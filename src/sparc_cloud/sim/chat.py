@@ -16,7 +16,7 @@ from typing import Any
 from sparc_cloud.sim import answers, routing
 from sparc_cloud.sim.content import task_result, text_answer, text_kind
 from sparc_cloud.sim.envelopes import go_duration
-from sparc_cloud.sim.state import SimState, prompt_digest
+from sparc_cloud.sim.state import SimState
 
 SIM_CHAT_KEY = "sk-sim-openai-0000"  # what the simulator accepts as an OpenAI-compatible API key
 DIFF_WORDS = "unified diff"  # a refinement prompt that asks for this gets a diff in a ```diff fence
@@ -124,17 +124,7 @@ def completions(state: SimState, authorization: str | None, raw: bytes) -> Reply
         return openai_error(429, f"Rate limit reached for {model} in organization org-sim on requests per min "
                             f"(RPM): Limit {limit}, Used {limit}, Requested 1. Please try again in "
                             f"{reset_s:.3f}s.", "requests", "rate_limit_exceeded", headers=headers)
-    latency = state.latency(model, prompt)
-    with state.lock:
-        c = state.counters
-        c.in_flight += 1
-        c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
-        state.served.append(("openai", model, prompt_digest(prompt), latency))
-    try:
-        time.sleep(latency)
-    finally:
-        with state.lock:
-            state.counters.in_flight -= 1
+    state.serve("openai", model, prompt)
     if kind in ("json_object", "json_schema") or answers.wants_json(asked):
         text = answers.structured_text(asked, state.config.seed, broken=fault == "bad-json")
     else:

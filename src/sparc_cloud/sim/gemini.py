@@ -17,7 +17,7 @@ from sparc_cloud.sim import answers
 from sparc_cloud.sim import gemini_envelopes as env
 from sparc_cloud.sim.content import text_answer
 from sparc_cloud.sim.routing import FaultStyle, Reply, Route, SimHandler, huge_text
-from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, SimState, b64, prompt_digest
+from sparc_cloud.sim.state import SIM_OAUTH_CLIENT_ID, SIM_OAUTH_CLIENT_SECRET, SimState, b64
 
 NAME = "gemini"
 CREDENTIALS = Path(".gemini") / "oauth_creds.json"  # under the folder `--write-creds` names
@@ -131,17 +131,7 @@ def _generate(h: SimHandler, *, code_assist: bool, model: str | None) -> None:
         str(p.get("text", "")) for c in contents if isinstance(c, dict)
         for p in c.get("parts") or [] if isinstance(p, dict)
     )
-    latency = state.latency(model, prompt)
-    with state.lock:
-        c = state.counters
-        c.in_flight += 1
-        c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
-        state.served.append(("gemini", model, prompt_digest(prompt), latency))
-    try:
-        time.sleep(latency)
-    finally:
-        with state.lock:
-            state.counters.in_flight -= 1
+    state.serve("gemini", model, prompt)
     if gen.get("responseMimeType") == "application/json" or answers.wants_json(prompt):
         text = answers.structured_text(prompt, state.config.seed, broken=fault == "bad-json")
     else:

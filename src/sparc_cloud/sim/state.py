@@ -201,6 +201,20 @@ class SimState:
 
     # ------------------------------------------------------------------- tasks
 
+    def serve(self, provider: str, model: str, prompt: str) -> None:
+        """Spend the seeded latency of one answer, counted in flight and recorded in `served`."""
+        latency = self.latency(model, prompt)
+        with self.lock:
+            c = self.counters
+            c.in_flight += 1
+            c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+            self.served.append((provider, model, prompt_digest(prompt), latency))
+        try:
+            time.sleep(latency)
+        finally:
+            with self.lock:
+                self.counters.in_flight -= 1
+
     def latency(self, model: str, prompt: str) -> float:
         """A seeded latency (scaled seconds) for a model and prompt."""
         lo, hi = self.config.latency_for(model)
