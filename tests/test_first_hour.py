@@ -203,12 +203,15 @@ def test_dry_run_prints_the_plan_cost_and_time_and_spends_nothing(isolated_env: 
                  "critical path p1-research"):
         assert line in text, line
     assert not Path("sparc-runs").exists()
-    code, text = cli("run", "--project", "memory-extension", "--dry-run", "--json", "--phases", "4-5")
+    code, text = cli("run", "--project", "memory-extension", "--dry-run", "--json", "--pause-after", "3")
     data = json.loads(text)
-    assert code == 0 and data["phases"] == [4, 5] and [a["id"] for a in data["agents"]][-1] == "p5-completion"
+    assert code == 0 and data["phases"] == [1, 2, 3] and [a["id"] for a in data["agents"]][-1] == "p3-architecture"
     assert data["estimated_cost_usd"] > 0 and data["estimated_time_s"] > 0
-    assert data["order"][0] == ["p4-component-1", "p4-component-2", "p4-component-3", "p4-component-4", "p4-integration"]
     assert data["assumptions"]["components"] is None  # the project lists its components
+    # what the run would refuse, the dry run refuses with the same words, and writes nothing either
+    code, text = cli("run", "--project", "memory-extension", "--dry-run", "--phases", "4-5")
+    assert code == 2 and "Phase 4 needs phase 1 (specification) first" in text, text
+    assert not Path("sparc-runs").exists()
 
 
 def test_dry_run_of_a_project_that_leaves_the_split_to_the_architecture(isolated_env: Path) -> None:
@@ -229,12 +232,24 @@ def test_dry_run_of_phase_4_prices_the_components_of_the_folders_architecture(tm
     out = tmp_path / "run"
     code, output = sim_run(out, "--phases", "1-3", project=example)
     assert code == 0, output
-    code, text = cli("run", "--project", example, "--output", str(out), "--phases", "4", "--dry-run", "--json")
+    code, text = cli("run", "--project", example, "--output", str(out), "--phases", "4", "--dry-run", "--backend", "sim", "--json")
     data = json.loads(text)
     assert code == 0 and data["assumptions"]["architecture_from"] == str(out), text
     assert data["order"] == [["p4-publish-core", "p4-markdown-store", "p4-notes-interface", "p4-integration"]]
-    code, text = cli("run", "--project", example, "--output", str(tmp_path / "none"), "--phases", "4", "--dry-run")
-    assert code == 0 and "priced here as 4 independent ones" in text, text  # no run there: assumed components
+    code, text = cli("run", "--project", example, "--output", str(out), "--phases", "3-5", "--dry-run", "--backend", "sim")
+    assert code == 0 and "priced here as 4 independent ones" in text, text  # phase 3 reruns: it decides anew
+    code, text = cli("run", "--project", example, "--output", str(tmp_path / "none"), "--phases", "4", "--dry-run", "--backend", "sim")
+    assert code == 2 and "needs phase 1 (specification) first" in text, text  # as the run itself would say
+    assert not (tmp_path / "none").exists()
+    bundle = json.loads((out / "bundle.json").read_text())
+    architect = next(a for p in bundle["phases"] for a in p["agents"] if a["id"] == "p3-architecture")
+    first = architect["output_json"]["components"][0]
+    first["depends_on"] = [first["name"]]  # a cycle planted by hand: the run refuses it, so does the dry run
+    (out / "bundle.json").write_text(json.dumps(bundle))
+    before = (out / "bundle.json").read_bytes()
+    code, text = cli("run", "--project", example, "--output", str(out), "--phases", "4", "--dry-run", "--backend", "sim")
+    assert code == 2 and "breaks the architecture contract" in text and "depends on itself" in text, text
+    assert (out / "bundle.json").read_bytes() == before
 
 
 # ---------------------------------------------------------------- flags and help

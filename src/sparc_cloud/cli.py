@@ -292,7 +292,8 @@ def run(
             if not url.startswith(("https://", "http://")):
                 _fail("--notify needs an http(s) webhook URL.")
         if dry_run:
-            _dry_run(project, settings, backend, selection, pause_after, json_out, output)
+            _dry_run(RunOptions(project=project, settings=settings, backend=backend, output=output, phases=selection,
+                                resume=resume, pause_after=pause_after), json_out)
             raise typer.Exit(0)
         quiet = _verbosity(ctx).quiet
         live = not no_progress and not quiet and sys.stderr.isatty() and not os.environ.get("CI")
@@ -378,33 +379,29 @@ def _credentials_state(settings: Any, project: str) -> str:
             "the fix.")
 
 
-def _dry_run(project: str, settings: Any, backend: str, selection: list[int] | None, pause_after: int | None,
-             json_out: bool, output: Path | None) -> None:
-    """Print the plan and its estimates; nothing is called or written."""
+def _dry_run(options: Any, json_out: bool) -> None:
+    """Print the plan and its estimates; nothing is called or written. The run folder is read and checked as the
+    run would check it, so a run that would be refused is refused here too (exit 2, the same message)."""
     import json
 
     from sparc_cloud.backends.assemble import price_table, run_limits
-    from sparc_cloud.dryrun import architecture_in, assumed_architecture, estimate, format_plan
-    from sparc_cloud.phases import PHASES, build_plan
-    from sparc_cloud.pipeline import default_folder
-    from sparc_cloud.project import load_project, load_templates
+    from sparc_cloud.dryrun import assumed_architecture, estimate, format_plan
+    from sparc_cloud.phases import build_plan
+    from sparc_cloud.pipeline import planned
 
-    loaded, _ = load_project(project)
-    selected = [n for n in (selection or sorted(PHASES)) if pause_after is None or n <= pause_after]
-    folder = output or default_folder(settings, loaded)
-    # Phase 4 without phase 3: the components of the architecture the run folder holds, as the run would build.
-    earlier = architecture_in(folder, loaded) if 3 not in selected else None
-    plan = build_plan(loaded, load_templates(loaded), earlier or assumed_architecture(loaded))
+    what = planned(options)
+    loaded, selected, settings = what.project, what.selected, options.settings
+    plan = build_plan(loaded, what.templates, what.architecture or assumed_architecture(loaded))
     names = list(dict.fromkeys(a.backend for a in plan.agents if a.phase in selected))
     data = estimate(plan, selected, run_limits(loaded, names), price_table(loaded, settings.prices),
                     concurrency=settings.concurrency,
-                    time_scale=settings.sim_time_scale if backend == "sim" else 1.0)
-    if earlier is not None:
-        data["assumptions"].update(components=None, architecture_from=str(folder))
+                    time_scale=settings.sim_time_scale if options.backend == "sim" else 1.0)
+    if what.architecture is not None:
+        data["assumptions"].update(components=None, architecture_from=str(what.folder))
     if json_out:
-        typer.echo(json.dumps({**data, "backend": backend}, indent=2))
+        typer.echo(json.dumps({**data, "backend": options.backend}, indent=2))
     else:
-        typer.echo(format_plan(data, backend), nl=False)
+        typer.echo(format_plan(data, options.backend), nl=False)
 
 
 def _start_run_dashboard(project: str, settings: Any, output: Path | None) -> Any:

@@ -12,19 +12,16 @@ from __future__ import annotations
 import shutil
 import textwrap
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sparc_cloud.backends.assemble import kind_of
 from sparc_cloud.backends.base import BackendKind
 from sparc_cloud.backends.registry import KINDS, load_kind
-from sparc_cloud.bundle import load_bundle
 from sparc_cloud.contracts import Architecture, Component
 from sparc_cloud.costs import cost_usd
 from sparc_cloud.critical_path import Node, schedule
-from sparc_cloud.errors import SparcError
 from sparc_cloud.http.ratelimit import FALLBACK_LIMIT, Key, RateLimit
-from sparc_cloud.phases import GROWS_AT, PHASES, AgentSpec, Output, Plan, architecture_of, render_prompt
+from sparc_cloud.phases import GROWS_AT, PHASES, AgentSpec, Output, Plan, render_prompt
 from sparc_cloud.project import Project
 from sparc_cloud.sim import SimConfig
 
@@ -38,19 +35,6 @@ def assumed_architecture(project: Project) -> Architecture | None:
         return None
     return Architecture(components=[Component(name=f"assumed component {i}", responsibility="decided at run time")
                                     for i in range(1, ASSUMED_COMPONENTS + 1)])
-
-
-def architecture_in(folder: Path, project: Project) -> Architecture | None:
-    """The architecture contract of an earlier run of this project in `folder` (a rerun of phase 4 builds its
-    components); None when there is none to use: no run there, another project's, a damaged bundle or no
-    completed architecture with a valid contract (the real run then says what is wrong)."""
-    if project.components:
-        return None
-    try:
-        bundle = load_bundle(folder / "bundle.json")
-    except (SparcError, OSError):
-        return None
-    return architecture_of(bundle.records()) if bundle.project == project.name else None
 
 
 def call_key(kind: BackendKind, agent: AgentSpec) -> Key:

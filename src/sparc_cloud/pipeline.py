@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from string import Template
 from typing import IO, TYPE_CHECKING
 
 from sparc_cloud.agents import AgentExecutor
@@ -32,6 +33,7 @@ from sparc_cloud.bundle import (
     utc_now,
 )
 from sparc_cloud.clients.factory import ClientContext
+from sparc_cloud.contracts import Architecture
 from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, JsonStreamSink, LogSink, PlainConsoleSink
@@ -282,6 +284,33 @@ def run(options: RunOptions) -> RunOutcome:
             sim.close()
         folder.close()
         folder.discard_if_unused()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a run would do, checked as `run` checks it (the dry run's plan). `architecture` is the one in the run
+    folder that phase 4 follows when phase 3 is not rerun (None: the architecture of this run will decide)."""
+
+    project: Project
+    templates: dict[str, Template]
+    selected: list[int]
+    folder: Path
+    architecture: Architecture | None
+
+
+def planned(options: RunOptions) -> Planned:
+    """What `run` would run, read from the project and the run folder with nothing created, written or called:
+    every refusal `run` makes before its first call (a damaged or doctored folder, another project's or
+    backend's run, a missing earlier phase, nothing to resume) is raised here too."""
+    project, _ = load_project(options.project)
+    templates = load_templates(project)
+    selected = _selected_phases(options)
+    folder = RunFolder(options.output or default_folder(options.settings, project))
+    prior = _load_prior(options, folder, project, selected, price_table(project, options.settings.prices))
+    plan = plan_for(project, templates, prior.records)
+    _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
+    architecture = plan.architecture if GROWS_AT - 1 not in selected else None
+    return Planned(project, templates, selected, folder.path, architecture)
 
 
 def _selected_phases(options: RunOptions) -> list[int]:
