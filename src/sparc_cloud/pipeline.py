@@ -4,20 +4,16 @@ This is where the pieces meet; each piece stays ignorant of the others (see docs
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets as pysecrets
-import shlex
 import signal
 import tempfile
-import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from string import Template
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from sparc_cloud.agents import AgentExecutor
 from sparc_cloud.backends.assemble import build_backends, price_table, project_limits, run_limits
@@ -33,70 +29,37 @@ from sparc_cloud.bundle import (
     utc_now,
 )
 from sparc_cloud.clients.factory import ClientContext
-from sparc_cloud.contracts import Architecture
 from sparc_cloud.costs import Budget, record_cost
 from sparc_cloud.errors import Cancelled, ConfigError, RunFolderWriteError, SparcError
 from sparc_cloud.events import Event, EventBus, JsonlSink, JsonStreamSink, LogSink, PlainConsoleSink
 from sparc_cloud.http.clock import RealClock
 from sparc_cloud.notify import Notifier
-
-if TYPE_CHECKING:
-    from sparc_cloud.progress import LiveProgress
-    from sparc_cloud.runner import RunnerHooks
-from sparc_cloud.phases import ARCHITECT, GROWS_AT, PHASES, AgentSpec, Plan, phase_dir, plan_for
+from sparc_cloud.options import RunOptions, RunOutcome, continue_command, default_folder, phase_span
+from sparc_cloud.phases import GROWS_AT, PHASES, AgentSpec, Plan, phase_dir, plan_for
+from sparc_cloud.prior import (
+    Planned,
+    Prior,
+    check_prerequisites,
+    live_tasks,
+    load_prior,
+    planned,
+    previous_run_id,
+    selected_phases,
+)
 from sparc_cloud.project import Project, load_project, load_templates
 from sparc_cloud.redact import RedactingFilter, SecretRegistry
-from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark, check_contracts
-from sparc_cloud.safefs import UnsafePath, check_component
+from sparc_cloud.runfolder import JournalState, RunFolder, TaskMark
 from sparc_cloud.settings import Settings
 from sparc_cloud.sim import SimConfig, Simulator
 from sparc_cloud.sim.remote import remote_settings
 from sparc_cloud.simhome import new_home
 from sparc_cloud.terminal import clean
 
+if TYPE_CHECKING:
+    from sparc_cloud.progress import LiveProgress
+    from sparc_cloud.runner import RunnerHooks
+
 log = logging.getLogger("sparc_cloud")
-
-
-@dataclass
-class RunOptions:
-    """Everything `sparc-cloud run` was asked to do."""
-
-    project: str
-    settings: Settings
-    backend: str = "live"
-    output: Path | None = None
-    phases: list[int] | None = None
-    resume: bool = False
-    fail_fast: bool = False
-    console: IO[str] | None = None
-    sim_config: SimConfig | None = None
-    simulator: Simulator | None = None  # an already running simulator to use (benchmarks, tests)
-    pause_after: int | None = None
-    budget_usd: float | None = None
-    notify: list[str] = field(default_factory=list)
-    live: bool = False  # a live progress table instead of plain lines on `console`
-    cancel: threading.Event = field(default_factory=threading.Event)
-    # The options the user gave that shaped the run (as typed: `--backend sim --scenario x.toml ...`), repeated
-    # in every "continue with" command so that pasting it runs the same way. None: built from the fields above.
-    invocation: list[str] | None = None
-    interrupted_by: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
-    json_events: IO[str] | None = None  # `run --json`: every event as a JSON line on this stream (stdout)
-    diff_base: Path | None = None  # `--base DIR`: the tree chat-model refinement diffs must apply to
-
-
-@dataclass
-class RunOutcome:
-    """What the CLI reports and how it exits."""
-
-    exit_code: int
-    folder: Path
-    bundle: Bundle | None
-    message: str
-
-
-def default_folder(settings: Settings, project: Project) -> Path:
-    """`./sparc-runs/<project>/` unless SPARC_OUTPUT_DIR says otherwise."""
-    return (settings.output_dir or Path("sparc-runs")) / project.name
 
 
 @contextmanager
@@ -125,63 +88,6 @@ def _logging_to(folder: RunFolder, secrets: SecretRegistry) -> Iterator[None]:
             other.removeFilter(masking)
         handler.close()
         stream.close()
-
-
-def continue_command(options: RunOptions, *, resume: bool = False, phases: str | None = None) -> str:
-    """The command that goes on with this run, repeating every option that shaped it, quoted for a shell."""
-    args = ["sparc-cloud", "run", "--project", options.project]
-    if options.invocation is not None:
-        args += options.invocation
-    else:
-        args += ["--backend", options.backend]
-        if options.output is not None:
-            args += ["--output", str(options.output)]
-    if phases is None and resume and (options.phases or options.pause_after is not None):
-        # A resume continues exactly the selection that was interrupted (and nothing after it).
-        chosen = [n for n in options.phases or sorted(PHASES) if options.pause_after is None or n <= options.pause_after]
-        phases = phase_span(chosen) if chosen else None
-    if phases:
-        args += ["--phases", phases]
-    if resume:
-        args.append("--resume")
-    return shlex.join(args)
-
-
-def phase_span(numbers: list[int]) -> str:
-    """Phases as `--phases` takes them: `4`, `3-5`, `1,3`."""
-    ordered = sorted(set(numbers))
-    if len(ordered) == 1:
-        return str(ordered[0])
-    if ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{ordered[0]}-{ordered[-1]}"
-    return ",".join(map(str, ordered))
-
-
-def _check_prerequisites(plan: Plan, selected: list[int], records: dict[str, AgentRecord], source: str,
-                         options: RunOptions) -> None:
-    if GROWS_AT in selected and GROWS_AT - 1 not in selected and not plan.project.components and \
-            plan.architecture is None and ARCHITECT in records and records[ARCHITECT].status == "completed":
-        raise ConfigError(
-            f"Phase {GROWS_AT} builds the components the architecture names, and the architecture in {source} has "
-            f"no contract (it was made by an earlier version, or edited). Run "
-            f"`{continue_command(options, phases=f'{GROWS_AT - 1}-{max(selected)}')}` (or list [[components]] in "
-            "the project file).")
-    for agent in plan.agents:
-        if agent.phase not in selected:
-            continue
-        for dep in agent.depends_on:
-            dep_phase = plan.by_id[dep].phase
-            if dep_phase in selected:
-                continue
-            rec = records.get(dep)
-            if rec is None or rec.status != "completed":
-                name = PHASES[dep_phase][0]
-                state = "has no result" if rec is None else f"is {rec.status}"
-                raise ConfigError(
-                    f"Phase {agent.phase} needs phase {dep_phase} ({name}) first: {dep} {state} in {source}. "
-                    f"Run `{continue_command(options, phases=str(dep_phase))}` first (or "
-                    f"`{continue_command(options, phases=f'{dep_phase}-{max(selected)}')}`)."
-                )
 
 
 class _Sim:
@@ -214,15 +120,6 @@ class _Sim:
 
 
 @dataclass
-class _Prior:
-    """What the run folder already holds for a rerun or a resume."""
-
-    bundle: Bundle | None = None
-    records: dict[str, AgentRecord] = field(default_factory=dict)
-    journal: JournalState = field(default_factory=lambda: JournalState(run_id=None))
-
-
-@dataclass
 class _Run:
     """One session of a run, as the stages after the backends are built share it."""
 
@@ -252,7 +149,7 @@ def run(options: RunOptions) -> RunOutcome:
     backends, open the session in the run folder, then `_execute` (pre-flight, run, summarise)."""
     project, source = load_project(options.project)
     templates = load_templates(project)
-    selected = _selected_phases(options)
+    selected = selected_phases(options)
     folder = RunFolder(options.output or default_folder(options.settings, project))
     folder.prepare(create_parents=options.output is None)
     folder.lock()
@@ -262,9 +159,9 @@ def run(options: RunOptions) -> RunOutcome:
     secrets = SecretRegistry()
     try:
         prices = price_table(project, options.settings.prices)
-        prior = _load_prior(options, folder, project, selected, prices)
+        prior = load_prior(options, folder, project, selected, prices)
         plan = plan_for(project, templates, prior.records)  # phase 4 as the architecture in the folder says
-        _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
+        check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
         settings, time_scale = options.settings, 1.0
         if options.backend == "sim":
             sim = _Sim(options)
@@ -276,7 +173,7 @@ def run(options: RunOptions) -> RunOutcome:
         backends = _build_backends(options, plan, selected, ctx, sim)
         bundle, session, records, journal = _open_session(options, folder, project, source, selected, prior)
         with _logging_to(folder, secrets):
-            attach = _live_tasks(journal, records) if bundle is prior.bundle else {}
+            attach = live_tasks(journal, records) if bundle is prior.bundle else {}
             return _execute(_Run(options, plan, selected, folder, bundle, session, records, backends, ctx, secrets,
                                  settings, prices, attach))
     finally:
@@ -284,67 +181,6 @@ def run(options: RunOptions) -> RunOutcome:
             sim.close()
         folder.close()
         folder.discard_if_unused()
-
-
-@dataclass(frozen=True)
-class Planned:
-    """What a run would do, checked as `run` checks it (the dry run's plan). `architecture` is the one in the run
-    folder that phase 4 follows when phase 3 is not rerun (None: the architecture of this run will decide)."""
-
-    project: Project
-    templates: dict[str, Template]
-    selected: list[int]
-    folder: Path
-    architecture: Architecture | None
-
-
-def planned(options: RunOptions) -> Planned:
-    """What `run` would run, read from the project and the run folder with nothing created, written or called:
-    every refusal `run` makes before its first call (a damaged or doctored folder, another project's or
-    backend's run, a missing earlier phase, nothing to resume) is raised here too."""
-    project, _ = load_project(options.project)
-    templates = load_templates(project)
-    selected = _selected_phases(options)
-    folder = RunFolder(options.output or default_folder(options.settings, project))
-    prior = _load_prior(options, folder, project, selected, price_table(project, options.settings.prices))
-    plan = plan_for(project, templates, prior.records)
-    _check_prerequisites(plan, selected, prior.records, str(folder.bundle_path), options)
-    architecture = plan.architecture if GROWS_AT - 1 not in selected else None
-    return Planned(project, templates, selected, folder.path, architecture)
-
-
-def _selected_phases(options: RunOptions) -> list[int]:
-    """The phases this session runs (`--phases`, cut at `--pause-after`)."""
-    selected = options.phases or sorted(PHASES)
-    if options.pause_after is not None:
-        selected = [n for n in selected if n <= options.pause_after]
-        if not selected:
-            raise ConfigError(f"--pause-after {options.pause_after} leaves no phase to run out of "
-                              f"{','.join(map(str, options.phases or []))}.")
-    return selected
-
-
-def _load_prior(options: RunOptions, folder: RunFolder, project: Project, selected: list[int],
-                prices: dict[str, tuple[float, float]]) -> _Prior:
-    """Stage 1: the records a rerun or resume builds on (bundle, journal, the user's edits), checked."""
-    prior = _Prior()
-    if options.phases or options.resume:
-        prior.bundle, prior.journal = _load_previous(folder, project, prices)
-        if prior.bundle is None and options.resume:
-            raise ConfigError(f"Nothing to resume in {folder.path}: it has no bundle.json and no journal of a "
-                              "run. Run without --resume.")
-        if prior.bundle is not None:
-            prior.records = prior.bundle.records()
-            prior.records.update(prior.journal.records)
-            for warning in folder.warnings:
-                if options.console is not None:
-                    options.console.write(warning + "\n")
-            _merge_journal(prior.bundle, prior.records)
-            _refuse_other_backend(prior.bundle, prior.records, options, folder)
-            for aid in folder.apply_edits(prior.records):
-                if options.console is not None:
-                    options.console.write(f"using your edited output of {aid}\n")
-    return prior
 
 
 def _build_backends(options: RunOptions, plan: Plan, selected: list[int], ctx: ClientContext,
@@ -370,14 +206,14 @@ def _diff_base(options: RunOptions) -> Path | None:
 
 
 def _open_session(options: RunOptions, folder: RunFolder, project: Project, source: str, selected: list[int],
-                  prior: _Prior) -> tuple[Bundle, Session, dict[str, AgentRecord], JournalState]:
+                  prior: Prior) -> tuple[Bundle, Session, dict[str, AgentRecord], JournalState]:
     """Stage 3: the bundle this session writes (a new run's, or the prior one), with its session entry."""
     now = utc_now()
     records, journal = prior.records, prior.journal
     if prior.bundle is None or not (options.phases or options.resume):
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
         if folder.bundle_path.exists() or folder.journal_path.exists():
-            moved = folder.archive_previous(*_previous_run_id(folder, run_id))
+            moved = folder.archive_previous(*previous_run_id(folder, run_id))
             if moved:
                 log.info("moved the previous run to %s", moved)
         bundle = Bundle(project=project.name, project_source=source, run_id=run_id, started_at=now,
@@ -397,108 +233,6 @@ def _open_session(options: RunOptions, folder: RunFolder, project: Project, sour
     if journal.header is None:
         folder.append_run_header(bundle)
     return bundle, session, records, journal
-
-
-def _merge_journal(bundle: Bundle, records: dict[str, AgentRecord]) -> None:
-    """Make the bundle hold the newest record of every agent (the journal may be ahead of the bundle)."""
-    known: set[str] = set()
-    for phase in bundle.phases:
-        phase.agents = [records.get(a.id, a) for a in phase.agents]
-        known.update(a.id for a in phase.agents)
-    for record in records.values():
-        if record.id not in known:
-            phase_ = bundle.phase(record.phase)
-            if phase_ is None:
-                phase_ = new_phase(record.phase)
-                bundle.phases = sorted([*bundle.phases, phase_], key=lambda p: p.number)
-            phase_.agents.append(record)
-
-
-def _load_previous(folder: RunFolder, project: Project, prices: dict[str, tuple[float, float]]
-                   ) -> tuple[Bundle | None, JournalState]:
-    """The run already in the folder: its bundle, else one rebuilt from the journal's header (a run killed
-    before its first phase ended), and what the journal adds to it. (None, empty) when there is no run."""
-    existing = folder.load_bundle() if folder.bundle_path.exists() else None
-    journal = folder.read_journal(existing.run_id if existing else None,
-                                  cost=lambda record: record_cost(prices, record))
-    if existing is None and journal.run_id is not None:
-        check_component(journal.run_id, "the run id", str(folder.journal_path))  # it becomes a path later
-        header = journal.header or {}
-        first = next(iter(journal.records.values()), None)
-        started = str(header.get("started_at") or (first.started_at if first else None) or utc_now())
-        existing = Bundle(project=str(header.get("project") or project.name),
-                          project_source=str(header.get("project_source") or ""), run_id=journal.run_id,
-                          started_at=started, backend=str(header.get("backend") or _record_backend(first, "live")))
-        log.info("rebuilt the bundle of run %s from %s", journal.run_id, folder.journal_path)
-    if existing is not None and existing.project != project.name:
-        raise ConfigError(f"{folder.path} holds a run of project {existing.project!r}, not {project.name!r}. Use "
-                          "--output to pick that project's folder.")
-    if existing is not None:  # the contracts it read back are checked as an edited .json is
-        check_contracts(existing.records().values(), folder.bundle_path)
-    check_contracts(journal.records.values(), folder.journal_path)
-    return existing, journal
-
-
-def _live_tasks(journal: JournalState, records: dict[str, AgentRecord]) -> dict[str, TaskMark]:
-    """Cloud tasks an earlier session started and may still be running or done: those a resume re-attaches to.
-
-    Tasks journaled as started (or being created) with no result recorded after, and tasks of agents that failed
-    while their task was still alive (timeout, polling that failed for good)."""
-    marks = dict(journal.tasks)
-    for record in records.values():
-        if record.id in marks or record.status != "failed" or not record.task_id:
-            continue
-        if record.task_status in ("failed", "cancelled"):
-            continue
-        marks[record.id] = TaskMark(record.id, "started", record.inputs_hash, record.environment_id, record.branch,
-                                    task_id=record.task_id)
-    return marks
-
-
-def _record_backend(record: AgentRecord | None, default: str) -> str:
-    return (record.run_backend if record is not None else None) or default
-
-
-def _previous_run_id(folder: RunFolder, fallback: str) -> tuple[str, Path]:
-    """The id of the run a fresh run moves into history/, and the file it was read from."""
-    try:
-        return folder.load_bundle().run_id, folder.bundle_path
-    except UnsafePath:
-        raise  # a doctored bundle: refused (exit 2), never guessed around
-    except SparcError:
-        pass
-    with contextlib.suppress(OSError):
-        state = folder.read_journal(None)
-        if state.run_id:
-            return state.run_id, folder.journal_path
-    return "unreadable-" + fallback, folder.bundle_path
-
-
-def _refuse_other_backend(bundle: Bundle, records: dict[str, AgentRecord], options: RunOptions,
-                          folder: RunFolder) -> None:
-    """Results of the simulator must never pass for a model's (nor the reverse): continuing a run on another
-    backend than the one that made its records is refused."""
-    made_by: dict[str, list[str]] = {}
-    legacy = bundle.sessions[0].backend if bundle.sessions and bundle.sessions[0].backend else bundle.backend
-    for record in records.values():
-        if record.status == "skipped" and not record.run_backend:
-            continue
-        made_by.setdefault(_record_backend(record, legacy), []).append(record.id)
-    if not records:
-        made_by.setdefault(bundle.backend, [])
-    other = sorted(b for b in made_by if b != options.backend)
-    if not other:
-        return
-    ids = made_by[other[0]]
-    shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
-    kind = {"sim": "on the simulator (--backend sim)", "live": "on the real clouds (--backend live)"}
-    raise ConfigError(
-        f"The run in {folder.path} was made {kind.get(other[0], 'with --backend ' + other[0])}"
-        f"{': ' + shown if shown else ''}. Building on it with --backend {options.backend} would pass those results "
-        f"off as {'real model output' if options.backend == 'live' else 'simulated'} and mix both in one bundle. "
-        f"Start a fresh run instead (the same command without --resume/--phases moves the old run into "
-        f"{folder.path / 'history'}), or pick another --output folder."
-    )
 
 
 def phase_reads(plan: Plan) -> dict[int, set[int]]:
@@ -948,3 +682,6 @@ def _summary(options: RunOptions, plan: Plan, selected: list[int], folder: RunFo
 
 
 __all__ = ["RunOptions", "RunOutcome", "project_limits", "run"]
+
+
+__all__ = ["Planned", "RunOptions", "RunOutcome", "continue_command", "default_folder", "phase_span", "planned", "run"]
