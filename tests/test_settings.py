@@ -247,6 +247,26 @@ def test_setting_sim_url_and_sim_creds(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == 2 and "No sparc-cloud simulator answers at SPARC_SIM_URL" in output, output
 
 
+def test_a_simulator_at_sim_url_that_stops_is_named_as_sim_url(tmp_path: Path) -> None:
+    """When the simulator at SPARC_SIM_URL goes away mid-run, the error names the setting the user gave
+    (SPARC_SIM_URL), not the client settings the run derived from it."""
+    from sparc_cloud.errors import RetriesExhausted
+    from sparc_cloud.sim.remote import remote_settings
+
+    with Simulator(SimConfig(time_scale=0.002)) as outside:
+        outside.write_credentials(tmp_path / "creds")
+        base = Settings(sim_url=outside.url, sim_creds=tmp_path / "creds", retry_max_attempts=1)
+        overrides, _ = remote_settings(base)
+        settings = Settings.model_validate({**base.model_dump(), **overrides})
+        codex_client, gemini_client = codex(settings), gemini(settings)
+    for call in (lambda: codex_client.environments(refresh=True),
+                 lambda: gemini_client.generate("hello", model="gemini-2.5-flash")):
+        with pytest.raises(RetriesExhausted) as caught:
+            call()
+        assert "the address comes from SPARC_SIM_URL" in str(caught.value), caught.value
+        assert str(caught.value).endswith("Check SPARC_SIM_URL (is the server running?).")
+
+
 RUN_FIELDS = {"codex_environment", "codex_branch", "agent_timeout_s", "run_deadline_s", "concurrency", "output_dir",
               "sim_time_scale", "sim_seed", "prices", "sim_url", "sim_creds"}
 

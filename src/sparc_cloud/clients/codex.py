@@ -670,6 +670,7 @@ def make_codex(ctx: ClientContext) -> CodexClient:
     return CodexClient(
         base_url=s.codex_base_url, auth=auth, session=ctx.session, limiters=ctx.limiters, policy=ctx.policy(),
         clock=ctx.clock, secrets=ctx.secrets, path_style=s.codex_path_style,
-        poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s, base_setting="SPARC_CODEX_BASE_URL",
+        poll=PollPolicy(time_scale=ctx.time_scale), timeout_s=s.http_timeout_s,
+        base_setting="SPARC_SIM_URL" if s.sim_url else "SPARC_CODEX_BASE_URL",
         on_retry=ctx.on_retry,
     )

@@ -433,7 +433,7 @@ def make_gemini(ctx: ClientContext, *, fallback: dict[str, str] | None = None) -
         project=s.google_cloud_project,
         timeout_s=s.http_timeout_s,
         fallback=use_fallback,
-        base_setting=s.code_assist_source(),
+        base_setting="SPARC_SIM_URL" if s.sim_url else s.code_assist_source(),
         api_setting=setting_name("gemini_api_base_url"),
     )
     oauth = None
