@@ -271,9 +271,94 @@ def test_unchanged_tasks_further_down_the_list_cost_no_extra_page() -> None:
     clock.advance(3)
     sched._sweep()
     assert fake.count("list") == 11 and sched._watches["t0"].last_poll == clock.now()
+    for _ in range(10):
+        clock.advance(3)
+        sched._sweep()  # sweeps 10 to 19: one page each
+    assert fake.count("list") == 21
     clock.advance(3)
-    sched._sweep()  # every tenth sweep reads on regardless, in case a server orders pages otherwise
-    assert fake.count("list") == 13
+    sched._sweep()  # some sweeps read on regardless, in case a server orders its pages otherwise: the 20th here
+    assert fake.count("list") == 23
+
+
+def test_running_tasks_below_more_finished_ones_than_a_sweep_reads_are_known_unchanged() -> None:
+    """25 running tasks, and 60 others (the run's own, the user's) finishing one every 1.5 s above them in a list
+    that is newest `updated_at` first: soon more than the three pages a sweep for 25 tasks may read. The last
+    item read is older than what the sweep before had seen, so the 25 have not changed: none is polled on its
+    own, and each sweep is one page (the full reads aside)."""
+    clock = FakeClock()
+    ids = [f"t{i}" for i in range(25)]
+    fake = FakeCodex(clock, finish_at={t: clock.now() + 100_000 for t in ids}, page_size=20)
+    fake.started_at = {t: clock.now() - 100 + i for i, t in enumerate(ids)}
+    fake.finish_at.update({f"o{i}": clock.now() + 1.5 * (i + 1) for i in range(60)})
+    sched = poller(fake)
+    sched._watches = {t: _Watch(t, started=clock.now() - 100, last_poll=clock.now(), observed=1) for t in ids}
+    for _ in range(100):
+        sched._sweep()
+        clock.advance(3)
+    assert fake.count("details") == 0
+    assert all(w.mode == "list" and w.last_poll >= clock.now() - 3 for w in sched._watches.values())
+    assert fake.count("list") <= 100 + 3 * 4  # one page a sweep, and up to 4 more for each full read
+    fake.finish_at["t7"] = clock.now()  # one of them finishes: it is on the first page now
+    clock.advance(1)
+    sched._sweep()
+    assert sched._watches["t7"].mode == "confirm"
+
+
+def test_a_task_the_pages_did_not_reach_is_polled_once_then_read_from_the_list_again() -> None:
+    """Nothing proves a task unchanged that no sweep has seen yet: not on the pages read (45 newer tasks above
+    it), it is polled on its own once, and the sweeps speak for it again from then on."""
+    clock = FakeClock()
+    fake = FakeCodex(clock, finish_at={"a": clock.now() + 100_000}, page_size=20)
+    fake.started_at = {"a": clock.now() - 100}
+    fake.finish_at.update({f"o{i}": clock.now() - 50 + i for i in range(45)})
+    sched = poller(fake)
+    watch = sched._watches["a"] = _Watch("a", started=clock.now() - 100, last_poll=clock.now(), observed=1)
+    sched._sweep()  # two pages (one task, plus one): "a" is on neither
+    assert fake.count("list") == 2 and watch.mode == "direct"
+    clock.advance(10)
+    assert sched._plan()[:2] == ("direct", watch)
+    sched._poll(watch)
+    assert watch.mode == "list" and watch.seen_mark == fake.finish_at["o44"]  # the newest the sweep had read
+    for _ in range(5):
+        clock.advance(3)
+        sched._sweep()
+    assert fake.count("details a") == 1 and fake.count("list") == 2 + 5  # one page each: known unchanged below
+    fake.finish_at["a"] = clock.now()
+    clock.advance(3)
+    sched._sweep()
+    assert watch.mode == "confirm" and fake.count("list") == 2 + 6
+
+
+@dataclass
+class PagedByGroup(FakeCodex):
+    """A server that sorts its list by something other than `updated_at`: each page is newest first, but the
+    tasks t20..t39 (page 2) changed after those on page 1."""
+
+    def list_page(self, cursor: str | None, task_ids: frozenset[str]) -> ListPage:
+        with self.lock:
+            self.requests.append(("list", self.clock.now()))
+        rows = sorted(self.finish_at, key=lambda t: (int(t[1:]) // self.page_size, -self.updated_at(t)))
+        offset = int(cursor or 0)
+        items = [Sighting(t, self.status(t) == "completed", self.updated_at(t), self.status(t))
+                 for t in rows[offset: offset + self.page_size]]
+        return ListPage(items, str(offset + self.page_size) if offset + self.page_size < len(rows) else None)
+
+
+def test_a_list_out_of_order_across_pages_is_read_in_full_and_proves_nothing() -> None:
+    clock = FakeClock()
+    ids = [f"t{i}" for i in range(40)]
+    fake = PagedByGroup(clock, finish_at={t: clock.now() + 100_000 for t in ids}, page_size=20)
+    fake.started_at = {t: clock.now() - 100 + (i % 20) + (50 if i >= 20 else 0) for i, t in enumerate(ids)}
+    sched = poller(fake)
+    sched._watches = {t: _Watch(t, started=clock.now() - 100, last_poll=clock.now(), observed=1) for t in ids}
+    sched._sweep()
+    assert not sched._list_in_order
+    fake.finish_at["t25"] = clock.now()  # on page 2 whatever changes
+    for _ in range(3):
+        clock.advance(3)
+        sched._sweep()
+    assert fake.count("list") == 2 * 4  # every sweep reads both pages: no early stop on this server
+    assert sched._watches["t25"].mode == "confirm"
 
 
 def test_the_list_endpoint_missing_means_per_task_polls() -> None:

@@ -1,13 +1,15 @@
 """One poller per Codex account: reads every task in flight from one list request, under the shared poll budget.
 
 `codex cloud list` reads each task's status from one `GET /tasks/list` (cloud-tasks-client http.rs); so does this
-poller. A *sweep* is one list request (a second page only when a watched task was not on the first) and
-tells the status of every task in flight at once. A task the list shows final is then *confirmed* with
-its own details request (list and details can disagree for a moment, and only the details carry text,
-diff and error). Tasks the list cannot speak for (an item without a status, a task not on the pages
-read, a list endpoint that does not answer) are polled one by one, each when it is most likely to have
-finished (a uniform prior over the expected duration range: one early poll to catch fast failures,
-then none until the earliest expected finish, then every `max(min_interval, relative * elapsed)`).
+poller. A *sweep* is one list request and tells the status of every task in flight at once: the list is newest
+`updated_at` first, so a page whose last item is older than what the sweep before had seen proves that the
+tasks below it have not changed (more pages only when it does not; see `_read_list`). A task the list shows
+final is then *confirmed* with its own details request (list and details can disagree for a moment, and only
+the details carry text, diff and error). Tasks the list cannot speak for (an item without a status, a list
+endpoint that does not answer) are polled one by one, each when it is most likely to have finished (a uniform
+prior over the expected duration range: one early poll to catch fast failures, then none until the earliest
+expected finish, then every `max(min_interval, relative * elapsed)`); a task only missing from the pages read
+is polled on its own once, then read from the list again.
 
 Every request (list page or details) takes a slot of the account's rate limiter, so the budget is never
 exceeded however many tasks are in flight. How the slots are shared between sweeps and confirms:
@@ -20,10 +22,11 @@ exceeded however many tasks are in flight. How the slots are shared between swee
   confirm right after it; one `max_sweep_gap_slots` (2.5 slots) late goes before waiting confirms;
 - no sweep before the earliest expected finish of some task (`expected_min_s`), except one early look.
 
-What the budget allows (bench/RESULTS.md): every task costs one confirm, so while tasks finish at the rate
-they can be created (10 a minute) confirms take a third of 30 requests a minute and sweeps cannot be closer
-than 3 s on average; when finishes bunch up (20 tasks submitted at once), fewer. A finished task then waits
-for the next sweep, and its confirm for a slot: p95 detection stays above 3 s at 20 and 100 tasks.
+What the budget allows (bench/RESULTS.md): every task costs one confirm, and every other request is a sweep. With
+tasks as long as Codex Cloud's (minutes), finishes are rare next to 30 requests a minute: sweeps go every slot
+or two and p95 detection is about 2 s with 20 or 100 tasks in flight. When finishes bunch up faster than that
+(20 tasks of 30-90 s submitted at once, the simulator's default), confirms take over half the budget, sweeps
+fall 4-5 s apart at the peak, and p95 detection is 3.5-4 s.
 
 A request that fails (5xx, reset, truncated body) is retried
 under the shared retry policy by the fetch functions; if it still fails, the task is *not* abandoned:
@@ -102,6 +105,7 @@ class _Watch:
     last_status: str | None = None
     final_at: float = math.inf  # when the list says it finished (`updated_at`), for confirming oldest first
     seen_mark: float | None = None  # newest `updated_at` of the list page that last showed this task
+    relist: bool = False  # polled on its own once because the pages read did not reach it, then back to the list
     done: threading.Event = field(default_factory=threading.Event)
     on_poll: Callable[[object], None] | None = None
 
@@ -115,6 +119,12 @@ class WaitOutcome:
     error: BaseException | None
     last_error: BaseException | None
     last_status: str | None = None
+
+
+def _newest_first(stamps: list[float], *, after: float | None) -> bool:
+    """Whether a page's `updated_at`s are newest first and none is newer than `after` (the page before's last)."""
+    chain = stamps if after is None else [after, *stamps]
+    return all(x >= y for x, y in zip(chain, chain[1:], strict=False))
 
 
 class PollScheduler:
@@ -152,6 +162,10 @@ class PollScheduler:
         self._thread: threading.Thread | None = None
         self._last_sweep = -math.inf
         self._sweep_failures = 0
+        self._newest: float | None = None  # newest `updated_at` the latest sweep read
+        self._full_every = 10  # sweeps between two that read every page they may need, early stop or not
+        self._list_in_order = True  # until a page shows the list is not newest `updated_at` first
+        self._next_full = 0
         self.sweeps = 0
 
     # ------------------------------------------------------------- scheduling
@@ -271,39 +285,56 @@ class PollScheduler:
                 self._thread = None
 
     def _read_list(self, wanted: dict[str, float | None]) -> tuple[dict[str, Sighting], set[str], float | None]:
-        """Read list pages for the `wanted` tasks (id -> the high-water mark of the sweep that last saw them).
+        """Read list pages for the `wanted` tasks (id -> the `updated_at` mark of the sweep that last saw them).
 
-        Stops when every wanted task is seen, when the pages run out, after enough pages for all of them
-        plus one, or early when the page shows the list in `updated_at` order (newest first) and its last
-        item is older than what we had already seen of every task still missing: those have not changed
-        since (a task's `updated_at` only moves forward). Every tenth sweep reads on regardless, in case a
-        server orders its pages some other way. Returns sightings, the tasks known unchanged, and the newest
-        `updated_at` seen."""
+        Reads until every wanted task is seen, the pages run out, or there have been enough pages for all of
+        them plus one; or it stops early once the pages read prove that the tasks still missing have not
+        changed: the list is newest `updated_at` first (every page read in order, across pages too) and its
+        last item read is older than the mark of each of them (a task's `updated_at` only moves forward, so a
+        changed one would be above it). The proof also speaks for the tasks the pages did not reach, whatever
+        stopped the reading. Returns the sightings, the tasks known unchanged, and the newest `updated_at` of the
+        first page (the mark of this sweep).
+
+        A page out of order means the server sorts by something else: no proof from then on. Until then, some
+        sweeps read on regardless of the proof, to check the order further down: the first, then the 10th,
+        and each such *full* read that finds the order kept puts the next twice as far (at most 80 sweeps)."""
         assert self.list_page is not None
         seen: dict[str, Sighting] = {}
         newest: float | None = None
+        oldest: float | None = None  # the last `updated_at` read, while every page read is newest first
+        full = self.sweeps >= self._next_full
         max_pages = math.ceil(len(wanted) / max(1, self.page_size)) + 1
-        full = self.sweeps % 10 == 0
         cursor: str | None = None
-        for page_no in range(max_pages):
-            if page_no:
+        pages = 0
+        provable = self._list_in_order
+        missing = set(wanted)
+        proven = False
+        while True:
+            if pages:
                 self.limiters.acquire(self.key)  # every page is a request under the budget
             page = self.list_page(cursor, frozenset(wanted))
+            pages += 1
             seen.update({s.task_id: s for s in page.items if s.task_id in wanted})
             stamps = [s.updated_at for s in page.items]
-            ordered = bool(stamps) and all(t is not None for t in stamps) and all(
-                a >= b for a, b in zip(stamps, stamps[1:], strict=False))  # type: ignore[operator]
-            if ordered and page_no == 0:
-                newest = stamps[0]
+            known = [t for t in stamps if t is not None]
+            if len(known) < len(stamps):
+                provable = False  # an item without a time: this sweep proves nothing
+            elif known:
+                if pages == 1:
+                    newest = known[0] if _newest_first(known, after=None) else max(known)
+                if not _newest_first(known, after=oldest):
+                    self._list_in_order = provable = False
+                oldest = known[-1]
             missing = set(wanted) - set(seen)
-            if not missing or not page.cursor:
-                return seen, set(), newest
-            oldest = stamps[-1] if ordered else None
-            if not full and oldest is not None and all(
-                    (mark := wanted[t]) is not None and oldest < mark for t in missing):
-                return seen, missing, newest
+            proven = bool(missing) and provable and oldest is not None and all(
+                (mark := wanted[t]) is not None and oldest < mark for t in missing)
+            if not missing or not page.cursor or pages >= max_pages or (proven and not full):
+                break
             cursor = page.cursor
-        return seen, set(), newest
+        if full and self._list_in_order:
+            self._full_every = min(80, 2 * self._full_every) if pages > 1 else self._full_every
+            self._next_full = self.sweeps + self._full_every
+        return seen, missing if proven else set(), newest
 
     def _sweep(self) -> None:
         with self._cond:
@@ -313,6 +344,7 @@ class PollScheduler:
             return
         try:
             seen, unchanged, newest = self._read_list(wanted)
+            self._newest = newest if newest is not None else self._newest
         except Cancelled:
             raise
         except (RetryableError, RetriesExhausted) as exc:
@@ -347,11 +379,15 @@ class PollScheduler:
                 if w is None or w.mode != "list":
                     continue
                 if task_id in unchanged:
-                    w.last_poll, w.last_error = now, None  # not on the pages read, and known not to have changed
+                    # Not on the pages read, and known not to have changed: as of this sweep, as if seen.
+                    w.last_poll, w.last_error = now, None
+                    w.seen_mark = newest if newest is not None else w.seen_mark
                     continue
                 sighting = seen.get(task_id)
                 if sighting is None or sighting.final is None:
-                    w.mode = "direct"  # the list cannot tell: poll this one on its own
+                    # The list cannot tell: poll this one on its own; once only, if the pages read just did not
+                    # reach it (a long list of tasks updated since), for good if its item has no status.
+                    w.mode, w.relist = "direct", sighting is None
                     continue
                 w.last_poll, w.observed, w.last_error = now, w.observed + 1, None
                 if w.on_poll is not None and sighting.status != w.last_status:
@@ -400,6 +436,9 @@ class PollScheduler:
         if self.finished(details):
             watch.result = details
             self._forget(watch)
+        elif watch.relist and self.list_page is not None:
+            # Seen running now: the sweeps speak for it again, from what the latest one had seen.
+            watch.mode, watch.relist, watch.seen_mark = "list", False, self._newest
         elif watch.mode == "confirm":
             # The list said final, the details do not (yet): back to the list, and not asked again too soon.
             watch.mode = "list" if self.list_page is not None else "direct"
