@@ -50,7 +50,23 @@ from sparc_cloud.http.clock import FakeClock, RealClock
 from sparc_cloud.http.ratelimit import RateLimit, RateLimiters
 from sparc_cloud.redact import SecretRegistry
 from sparc_cloud.sim import SimConfig, Simulator
+from sparc_cloud.sim.codex_config import LATENCY
 from sparc_cloud.sim.state import SimState
+
+# How long a task lasts, in the service's seconds. The simulator's own range keeps a demo run short (30-90 s,
+# so that 20 tasks submitted together finish within a minute of each other: a stress of the poll budget). Real
+# Codex Cloud tasks take "between 1 and 30 minutes, depending on complexity" (OpenAI, "Introducing Codex",
+# 2025-05-16): only tasks that long can be 20 in flight at once under 10 creates a minute.
+SIM_DURATIONS = LATENCY["codex-task"]
+CODEX_DURATIONS = (60.0, 1800.0)
+DURATIONS = {"sim": SIM_DURATIONS, "codex": CODEX_DURATIONS}
+
+
+def _durations(text: str) -> tuple[float, float]:
+    if text in DURATIONS:
+        return DURATIONS[text]
+    lo, hi = (float(v) for v in text.split(","))
+    return lo, hi
 
 
 def _p95(values: list[float]) -> float:
@@ -62,8 +78,14 @@ def _figures(values: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.mean(values), 2), "p95": round(_p95(values), 2), "max": round(max(values), 2)}
 
 
-def one(count: int, time_scale: float, per_task: bool, seed: int) -> dict[str, Any]:
-    with Simulator(SimConfig(time_scale=time_scale, seed=seed)) as sim:
+def _sim_config(time_scale: float, seed: int, durations: tuple[float, float]) -> SimConfig:
+    base = SimConfig(time_scale=time_scale, seed=seed)
+    return base.model_copy(update={"latency": {**base.latency, "codex-task": durations}})
+
+
+def one(count: int, time_scale: float, per_task: bool, seed: int,
+        durations: tuple[float, float] = SIM_DURATIONS) -> dict[str, Any]:
+    with Simulator(_sim_config(time_scale, seed, durations)) as sim:
         settings = local_sim_settings(sim)
         ctx = ClientContext(settings=settings, clock=RealClock(), secrets=SecretRegistry(), time_scale=time_scale)
         client = make_codex(ctx)
@@ -94,6 +116,7 @@ def one(count: int, time_scale: float, per_task: bool, seed: int) -> dict[str, A
     return {
         "tasks": count,
         "seed": seed,
+        "durations_s": list(durations),
         "completed": len(polls),
         "peak_in_flight": counters["peak_tasks_in_flight"],
         "seen_delay_s": _figures(seen),
@@ -114,8 +137,8 @@ class _Replay:
     """`count` tasks on a fake clock: created as the bench creates them, polled by the real scheduler."""
 
     def __init__(self, count: int, seed: int, policy: dict[str, float], headroom: int, latency_s: float,
-                 safety_s: float) -> None:
-        state = SimState(SimConfig(time_scale=1.0, seed=seed))
+                 safety_s: float, durations: tuple[float, float] = SIM_DURATIONS) -> None:
+        state = SimState(_sim_config(1.0, seed, durations))
         created = [0.0] * min(count, 9) + [6.0 * k for k in range(1, max(0, count - 9) + 1)]
         self.tasks = {f"t{i}": (created[i], created[i] + state.latency(
             "codex-task", f"Project: bench\nComponent: part {i}\nImplement it.")) for i in range(count)}
@@ -246,25 +269,29 @@ def main() -> None:
     parser.add_argument("--headroom", type=int, default=1, help="--replay: requests of the burst the client keeps back")
     parser.add_argument("--latency", type=float, default=0.03, help="--replay: real seconds a request takes")
     parser.add_argument("--per-task", action="store_true", help="poll each task on its own (no list sweep)")
+    parser.add_argument("--durations", default="sim", type=_durations,
+                        help="how long tasks last: 'sim' (30-90 s), 'codex' (1-30 min, the real service's) or LO,HI")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.replay:
         policy = json.loads(args.policy)
-        replays = [[_Replay(int(c), seed, policy, args.headroom, args.latency,
-                                               0.010 / args.time_scale).run() | {"seed": seed} for seed in seeds]
+        replays = [[_Replay(int(c), seed, policy, args.headroom, args.latency, 0.010 / args.time_scale,
+                            args.durations).run() | {"seed": seed} for seed in seeds]
                    for c in args.counts.split(",")]
         emit({"benchmark": "polling (fake-clock replay)", "policy": policy, "headroom": args.headroom,
               "latency_s": args.latency, "runs": [r for rs in replays for r in rs],
               "median": [median_of(rs) for rs in replays] if len(seeds) > 1 else None})
         return
-    runs = [[one(int(c), args.time_scale, args.per_task, seed) for seed in seeds for _ in range(args.repeat)]
+    runs = [[one(int(c), args.time_scale, args.per_task, seed, args.durations) for seed in seeds
+             for _ in range(args.repeat)]
             for c in args.counts.split(",")]
     emit({
         "benchmark": "polling",
         "mode": "per-task details polls" if args.per_task else "one list sweep for all tasks, details to confirm",
         "time_scale": args.time_scale,
-        "budget": "30 poll requests/minute per account (list pages and details alike), burst 5; tasks last "
-                  "30-90 s; creation 10/minute",
+        "budget": "30 poll requests/minute per account (list pages and details alike), burst 5; creation "
+                  "10/minute",
+        "durations_s": list(args.durations),
         "runs": [r for rs in runs for r in rs],
         "median": [median_of(rs) for rs in runs] if len(runs[0]) > 1 else None,
         "targets": {"polling_429": 0, "confirmed_delay_p95_s_at_20": 3.0},
