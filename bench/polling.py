@@ -250,8 +250,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, value in runs[0].items():
         if isinstance(value, dict):
             out[key] = {k: round(statistics.median(r[key][k] for r in runs), 2) for k in value}
-        elif key not in ("tasks", "seed"):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("tasks", "seed"):
             out[key] = round(statistics.median(r[key] for r in runs), 2)
+        elif key not in ("tasks", "seed"):
+            out[key] = value
     out["confirmed_p95_each"] = [r["confirmed_delay_s"]["p95"] for r in runs]
     out["seen_p95_each"] = [r["seen_delay_s"]["p95"] for r in runs]
     return out
