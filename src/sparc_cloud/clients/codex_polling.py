@@ -23,10 +23,10 @@ exceeded however many tasks are in flight. How the slots are shared between swee
 - no sweep before the earliest expected finish of some task (`expected_min_s`), except one early look.
 
 What the budget allows (bench/RESULTS.md): every task costs one confirm, and every other request is a sweep. With
-tasks as long as Codex Cloud's (minutes), finishes are rare next to 30 requests a minute: sweeps go every slot
-or two and p95 detection is about 2 s with 20 or 100 tasks in flight. When finishes bunch up faster than that
-(20 tasks of 30-90 s submitted at once, the simulator's default), confirms take over half the budget, sweeps
-fall 4-5 s apart at the peak, and p95 detection is 3.5-4 s.
+tasks as long as Codex Cloud's (minutes), finishes are rare next to 30 requests a minute: sweeps go one slot (2 s)
+apart and p95 detection is about 2 s with 20 tasks in flight (2.0 s measured in real time), 2.8 s with 100.
+When finishes bunch up faster than that (20 tasks of 30-90 s submitted at once, the simulator's default),
+confirms take over half the budget, sweeps fall 4-5 s apart at the peak, and p95 detection is 3.5-4 s.
 
 A request that fails (5xx, reset, truncated body) is retried
 under the shared retry policy by the fetch functions; if it still fails, the task is *not* abandoned:
