@@ -4,6 +4,9 @@ network error, never quoting the secret. And `sim serve` refuses what cannot wor
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,26 @@ def test_sim_serve_write_creds_into_an_unwritable_place_is_exit_2(tmp_path: Path
     blocker.write_text("x")
     code, output = cli("sim", "serve", "--port", "0", "--write-creds", str(blocker / "sub"))
     assert code == 2 and "Cannot write the simulator's credential files" in output and "internal error" not in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_sim_serve_stops_cleanly_on_a_signal_even_started_with_sigint_ignored(signum: int) -> None:
+    # a script's background job starts with SIGINT ignored; `kill` sends SIGTERM: both stop the simulator
+    proc = subprocess.Popen([sys.executable, "-m", "sparc_cloud", "sim", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("simulator listening on http://127.0.0.1:"), first
+    finally:
+        proc.send_signal(signum)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0 and "simulator stopped" in out and "Traceback" not in err, err
 
 
 def test_sim_credentials_can_be_written_again_over_the_simulators_own(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cliutil import cli, sim_run
@@ -152,9 +153,22 @@ def test_the_page_writes_every_string_as_text_never_as_html() -> None:
     assert "textContent" in script
 
 
-def test_dashboard_command_prints_a_tokenised_url_and_stops_on_ctrl_c(finished_run: Path) -> None:
+def _ignore_sigint() -> None:
+    """What a non-interactive shell does to a background job: it starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("signum", "inherited_sigint"), [
+    (signal.SIGINT, signal.SIG_DFL),  # Ctrl-C in a terminal
+    (signal.SIGINT, signal.SIG_IGN),  # Ctrl-C / kill -INT on a job a script started in the background
+    (signal.SIGTERM, signal.SIG_DFL),  # kill, a container stop, a CI runner
+    (signal.SIGHUP, signal.SIG_DFL),  # the terminal closed
+], ids=["ctrl-c", "ctrl-c-on-a-background-job", "sigterm", "sighup"])
+def test_dashboard_command_prints_a_tokenised_url_and_stops_on_a_signal(
+        finished_run: Path, signum: int, inherited_sigint: Any) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "sparc_cloud", "dashboard", str(finished_run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=_ignore_sigint if inherited_sigint is signal.SIG_IGN else None)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -162,8 +176,12 @@ def test_dashboard_command_prints_a_tokenised_url_and_stops_on_ctrl_c(finished_r
         status, body, _ = get(url.replace("/?", "/api/run?"))
         assert status == 200 and json.loads(body)["project"] == "memory-extension"
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        proc.send_signal(signum)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     assert proc.returncode == 0, err
     assert "dashboard stopped" in err and "Traceback" not in err
 

@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -447,6 +448,25 @@ def _install_stop_signals(options: Any) -> dict[int, Any]:
     return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
 
+@contextlib.contextmanager
+def _serving_until_stopped() -> Iterator[None]:
+    """For commands that serve until stopped (`dashboard`, `sim serve`): SIGINT, SIGTERM and SIGHUP end the
+    wait with KeyboardInterrupt whatever disposition the process inherited (a shell starts background jobs with
+    SIGINT ignored, and Python keeps that), so `kill`, a closed terminal and Ctrl-C all stop it cleanly."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 @app.command()
 def projects(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -556,8 +576,9 @@ def dashboard_cmd(
     typer.echo(board.url)
     typer.echo(f"dashboard of {run_dir}; press Ctrl-C to stop", err=True)
     try:
-        while True:
-            time.sleep(3600)
+        with _serving_until_stopped():
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
@@ -701,7 +722,8 @@ def sim_serve(
     for line in sim.serve_lines(paths):
         typer.echo(f"  {line}")
     try:
-        sim.serve_forever()
+        with _serving_until_stopped():
+            sim.serve_forever()
     except KeyboardInterrupt:
         typer.echo("simulator stopped")
     finally:
