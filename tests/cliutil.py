@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +65,24 @@ def scenario(tmp_path: Path, text: str, name: str = "scenario.toml") -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return str(path)
+
+
+def serve(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """`sparc-cloud ARGS` as a process of its own (a command that serves until stopped). With sigint_ignored it
+    starts as a non-interactive shell starts a background job: SIGINT ignored."""
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen([sys.executable, "-m", "sparc_cloud", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint if sigint_ignored else None)
+
+
+def stop(proc: subprocess.Popen[str], signum: int) -> tuple[str, str]:
+    """Send the signal and wait for the process to end (killed, and the test failed, if 30 s go by)."""
+    proc.send_signal(signum)
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sparc_cloud.sim import SimConfig, Simulator
-from tests.cliutil import cli
+from tests.cliutil import cli, serve, stop
 
 SECRET = "MARKER-TOKEN-0123456789"
 
@@ -136,20 +134,13 @@ def test_sim_serve_write_creds_into_an_unwritable_place_is_exit_2(tmp_path: Path
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_sim_serve_stops_cleanly_on_a_signal_even_started_with_sigint_ignored(signum: int) -> None:
     # a script's background job starts with SIGINT ignored; `kill` sends SIGTERM: both stop the simulator
-    proc = subprocess.Popen([sys.executable, "-m", "sparc_cloud", "sim", "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = serve("sim", "serve", "--port", "0", sigint_ignored=True)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert first.startswith("simulator listening on http://127.0.0.1:"), first
     finally:
-        proc.send_signal(signum)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        out, err = stop(proc, signum)
     assert proc.returncode == 0 and "simulator stopped" in out and "Traceback" not in err, err
 
 

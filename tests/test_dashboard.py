@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cliutil import cli, sim_run
+from cliutil import cli, serve, sim_run, stop
 from dashutil import api, get, held_run, poll
 
 from sparc_cloud.dashboard import Dashboard
@@ -153,11 +153,6 @@ def test_the_page_writes_every_string_as_text_never_as_html() -> None:
     assert "textContent" in script
 
 
-def _ignore_sigint() -> None:
-    """What a non-interactive shell does to a background job: it starts with SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @pytest.mark.parametrize(("signum", "inherited_sigint"), [
     (signal.SIGINT, signal.SIG_DFL),  # Ctrl-C in a terminal
     (signal.SIGINT, signal.SIG_IGN),  # Ctrl-C / kill -INT on a job a script started in the background
@@ -166,9 +161,7 @@ def _ignore_sigint() -> None:
 ], ids=["ctrl-c", "ctrl-c-on-a-background-job", "sigterm", "sighup"])
 def test_dashboard_command_prints_a_tokenised_url_and_stops_on_a_signal(
         finished_run: Path, signum: int, inherited_sigint: Any) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "sparc_cloud", "dashboard", str(finished_run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-                            preexec_fn=_ignore_sigint if inherited_sigint is signal.SIG_IGN else None)
+    proc = serve("dashboard", str(finished_run), "--port", "0", sigint_ignored=inherited_sigint is signal.SIG_IGN)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -176,12 +169,7 @@ def test_dashboard_command_prints_a_tokenised_url_and_stops_on_a_signal(
         status, body, _ = get(url.replace("/?", "/api/run?"))
         assert status == 200 and json.loads(body)["project"] == "memory-extension"
     finally:
-        proc.send_signal(signum)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        _, err = stop(proc, signum)
     assert proc.returncode == 0, err
     assert "dashboard stopped" in err and "Traceback" not in err
 
