@@ -72,20 +72,21 @@ def test_the_page_follows_a_simulator_run_live_and_shows_an_agents_output(browse
         assert held.wait().exit_code == 0
         expect(page.locator("#connection")).to_have_text("run finished", timeout=30_000)
         expect(page.locator("#eta")).to_have_text("done", timeout=30_000)
-    # The detail view shows an agent's output, exactly as the run recorded it (as text).
-    bundle = json.loads((tmp_path / "run" / "bundle.json").read_text(encoding="utf-8"))
-    record = next(a for p in bundle["phases"] for a in p["agents"] if a["id"] == "p1-synthesis")
-    node.click()
-    output = page.locator("#detail-output")
-    expect(output).to_be_visible()
-    assert output.text_content() == record["output_text"]
-    expect(page.locator("#detail-fields")).to_contain_text("gemini-2.5-pro")
-    expect(page.locator('[data-agent="p5-completion"]')).to_have_attribute("data-critical", "true")
-    final_shot = tmp_path / "dashboard-final.png"
-    page.screenshot(path=str(final_shot), full_page=True)
-    with capsys.disabled():  # the artifact's path, shown even when the test passes
-        print(f"\ndashboard screenshots: {shot} {final_shot}")
-    assert shot.stat().st_size > 10_000 and final_shot.stat().st_size > 10_000
+        # The detail view shows an agent's output, exactly as the run recorded it (as text); asked while the
+        # dashboard still serves (after it stops, the page's fetch of the agent is refused, an error in the console)
+        bundle = json.loads((tmp_path / "run" / "bundle.json").read_text(encoding="utf-8"))
+        record = next(a for p in bundle["phases"] for a in p["agents"] if a["id"] == "p1-synthesis")
+        node.click()
+        output = page.locator("#detail-output")
+        expect(output).to_be_visible()
+        assert output.text_content() == record["output_text"]
+        expect(page.locator("#detail-fields")).to_contain_text("gemini-2.5-pro")
+        expect(page.locator('[data-agent="p5-completion"]')).to_have_attribute("data-critical", "true")
+        final_shot = tmp_path / "dashboard-final.png"
+        page.screenshot(path=str(final_shot), full_page=True)
+        with capsys.disabled():  # the artifact's path, shown even when the test passes
+            print(f"\ndashboard screenshots: {shot} {final_shot}")
+        assert shot.stat().st_size > 10_000 and final_shot.stat().st_size > 10_000
     assert problems == []
 
 
