@@ -248,11 +248,13 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over repeated runs of one count."""
     out: dict[str, Any] = {"tasks": runs[0]["tasks"], "runs": len(runs)}
     for key, value in runs[0].items():
+        if key in ("tasks", "seed"):
+            continue
         if isinstance(value, dict):
             out[key] = {k: round(statistics.median(r[key][k] for r in runs), 2) for k in value}
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("tasks", "seed"):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = round(statistics.median(r[key] for r in runs), 2)
-        elif key not in ("tasks", "seed"):
+        else:  # lists and strings (the durations drawn, names) are the same in every run
             out[key] = value
     out["confirmed_p95_each"] = [r["confirmed_delay_s"]["p95"] for r in runs]
     out["seen_p95_each"] = [r["seen_delay_s"]["p95"] for r in runs]

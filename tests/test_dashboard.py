@@ -10,7 +10,6 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cliutil import cli, serve, sim_run, stop
@@ -153,15 +152,15 @@ def test_the_page_writes_every_string_as_text_never_as_html() -> None:
     assert "textContent" in script
 
 
-@pytest.mark.parametrize(("signum", "inherited_sigint"), [
-    (signal.SIGINT, signal.SIG_DFL),  # Ctrl-C in a terminal
-    (signal.SIGINT, signal.SIG_IGN),  # Ctrl-C / kill -INT on a job a script started in the background
-    (signal.SIGTERM, signal.SIG_DFL),  # kill, a container stop, a CI runner
-    (signal.SIGHUP, signal.SIG_DFL),  # the terminal closed
+@pytest.mark.parametrize(("signum", "sigint_ignored"), [
+    (signal.SIGINT, False),  # Ctrl-C in a terminal
+    (signal.SIGINT, True),  # Ctrl-C / kill -INT on a job a script started in the background
+    (signal.SIGTERM, False),  # kill, a container stop, a CI runner
+    (signal.SIGHUP, False),  # the terminal closed
 ], ids=["ctrl-c", "ctrl-c-on-a-background-job", "sigterm", "sighup"])
 def test_dashboard_command_prints_a_tokenised_url_and_stops_on_a_signal(
-        finished_run: Path, signum: int, inherited_sigint: Any) -> None:
-    proc = serve("dashboard", str(finished_run), "--port", "0", sigint_ignored=inherited_sigint is signal.SIG_IGN)
+        finished_run: Path, signum: int, sigint_ignored: bool) -> None:
+    proc = serve("dashboard", str(finished_run), "--port", "0", sigint_ignored=sigint_ignored)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
